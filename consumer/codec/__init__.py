@@ -1,0 +1,1 @@
+"""Avro on the wire: schemas from schemas/, single-object framing, decode with validation, typed errors."""

@@ -1,0 +1,61 @@
+"""Avro single-object encoding (spec: C3 01, 8-byte schema fingerprint, body) with fastavro.
+
+Decoding looks the writer schema up by fingerprint: the current schema decodes directly
+(the fast path); an older writer registered with `register_writer` is resolved against it.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from consumer.codec import schemas
+from consumer.codec.errors import DecodeError, UnknownSchema
+from consumer.codec.schemas import Schema
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+
+
+class AvroCodec:
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self._header = MAGIC + schema.fingerprint
+        self._readers: dict[bytes, tuple[Any, Any]] = {schema.fingerprint: (schema.plain, None)}
+
+    @classmethod
+    def named(cls, name: str) -> AvroCodec:
+        return cls(schemas.load(name))
+
+    def register_writer(self, definition: dict[str, Any]) -> None:
+        """Accept records written with an older (or newer) compatible schema version."""
+        older = schemas.build_schema(self.schema.name, definition)
+        self._readers[older.fingerprint] = (older.plain, self.schema.plain)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        out = BytesIO()
+        out.write(self._header)
+        schemaless_writer(out, self.schema.plain, record)
+        return out.getvalue()
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        if not data or data[:2] != MAGIC or len(data) < HEADER_SIZE:
+            raise DecodeError("value", f"not an Avro single-object encoded {self.schema.name}")
+        reader = self._readers.get(data[2:HEADER_SIZE])
+        if reader is None:
+            raise UnknownSchema(
+                "value", f"unknown {self.schema.name} writer fingerprint {data[2:HEADER_SIZE].hex()}"
+            )
+        buffer = BytesIO(data)
+        buffer.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(buffer, reader[0], reader[1])
+        except Exception as exc:  # fastavro raises many types on corrupt input; all mean the same
+            raise DecodeError("value", f"corrupt {self.schema.name}: {type(exc).__name__}: {exc}") from None
+        if buffer.tell() != len(data):
+            raise DecodeError(
+                "value", f"{len(data) - buffer.tell()} trailing bytes after the {self.schema.name}"
+            )
+        return record

@@ -1,0 +1,38 @@
+"""Typed input errors: each names the field at fault, so a dead-letter record explains itself."""
+
+from __future__ import annotations
+
+
+class InvalidEvent(Exception):
+    """Input that cannot be applied. `code` is a short, bounded label (for metrics and DLQ headers)."""
+
+    code = "invalid"
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+
+class DecodeError(InvalidEvent):
+    """The bytes are not a record of the expected schema."""
+
+    code = "decode_error"
+
+
+class UnknownSchema(DecodeError):
+    """Framed Avro, but written with a schema this version does not know."""
+
+    code = "unknown_schema"
+
+
+class FieldError(InvalidEvent):
+    """Decoded, but a field's value breaks the contract (empty id, negative count, absurd size, ...)."""
+
+    code = "invalid_field"
+
+
+class KeyMismatch(InvalidEvent):
+    """The record key is not the event's delivery_id, so partitioning would be wrong."""
+
+    code = "key_mismatch"

@@ -1,0 +1,262 @@
+"""Batch apply: one partition's events in, status changes and KPI snapshots out.
+
+The processor keeps every delivery of its partition in memory (they are few) and reads
+messages through the PartitionState, so KPIs move by deltas and are never rescanned;
+only the two lifecycle moments that change many statuses at once (the validity end, a
+PREPARED that switches EFS) walk a delivery's messages.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumer.core.delivery import DeliveryState, Rejection, apply_delivery_event
+from consumer.core.events import FACT_OF_TYPE, Event
+from consumer.core.kpi import KpiCounters, kpi_figures
+from consumer.core.state_view import PartitionState
+from consumer.core.status import (
+    FAILED,
+    NO_CONTRIBUTION,
+    Bounce,
+    MessageState,
+    contribution,
+    failure_reason,
+    message_status,
+)
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"  # changed nothing: a redelivery, or a fact already known
+REJECTED = "rejected"
+
+_ENGAGEMENT_TOTAL = {"OPEN": "opens_total", "CLICK": "clicks_total"}
+
+
+@dataclass(slots=True)
+class Output:
+    """What a checkpoint publishes and reports, accumulated since the last take."""
+
+    kpis: list[dict[str, Any]] = field(default_factory=list)
+    sending_logs: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, outcome)
+    transitions: Counter[tuple[str | None, str, bool]] = field(default_factory=Counter)
+    anomalies: int = 0  # MTA events for a delivery unknown or not confirmed
+
+
+class PartitionProcessor:
+    def __init__(self, state: PartitionState, efs_default: bool = False) -> None:
+        self._state = state
+        self._efs_default = efs_default
+        self._deliveries = {d.delivery_id: d for d in state.deliveries()}
+        self._time = state.watermark()  # max(event-time watermark, wall clock seen)
+        self._watermark = self._time
+        self._dirty: set[str] = set()
+        self._out = Output()
+
+    # -- input -------------------------------------------------------------------------
+    def apply(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if "message_id" in event:
+                self._apply_mta(event)
+            else:
+                self._apply_delivery(event)
+        self.advance_clock(self._watermark)
+
+    def advance_clock(self, now_ms: int) -> None:
+        """Move time forward (the wall clock, or the watermark) and end validity periods it passes."""
+        if now_ms <= self._time:
+            return
+        self._time = now_ms
+        for delivery in self._deliveries.values():
+            if not delivery.final and delivery.validity_over_at(now_ms):
+                self._sync_final(delivery)
+
+    def take_output(self) -> Output:
+        """Publish one complete KPI snapshot per changed delivery; reset the accumulators."""
+        out, self._out = self._out, Output()
+        for delivery_id in sorted(self._dirty):
+            delivery = self._deliveries[delivery_id]
+            delivery.version += 1
+            self._state.put_delivery(delivery)
+            out.kpis.append(kpi_record(delivery))
+        self._dirty.clear()
+        self._state.put_watermark(self._watermark)
+        return out
+
+    # -- queries -----------------------------------------------------------------------
+    def delivery(self, delivery_id: str) -> DeliveryState | None:
+        return self._deliveries.get(delivery_id)
+
+    def delivery_ids(self) -> list[str]:
+        return list(self._deliveries)
+
+    def recompute(self, delivery_id: str) -> KpiCounters:
+        """Compute stats: the delivery's counters summed again from its messages' statuses."""
+        delivery = self._deliveries[delivery_id]
+        counters = KpiCounters()
+        for _, message in self._state.messages(delivery_id):
+            status = message_status(message.facts, delivery.efs, delivery.final)
+            counters.add(contribution(message, status), 1)
+        for kind in self._state.engagements(delivery_id):
+            total = _ENGAGEMENT_TOTAL[kind]
+            setattr(counters, total, getattr(counters, total) + 1)
+        return counters
+
+    # -- rules -------------------------------------------------------------------------
+    def _delivery_for(self, delivery_id: str) -> DeliveryState:
+        delivery = self._deliveries.get(delivery_id)
+        if delivery is None:
+            delivery = DeliveryState(delivery_id, efs=self._efs_default)
+            self._deliveries[delivery_id] = delivery
+        return delivery
+
+    def _touch(self, delivery: DeliveryState) -> None:
+        self._dirty.add(delivery.delivery_id)
+
+    def _see_event_time(self, delivery: DeliveryState, occurred_at: int) -> None:
+        """updated_at is the latest event time seen for the delivery, whether or not it changed anything."""
+        if occurred_at > delivery.updated_at:
+            delivery.updated_at = occurred_at
+            self._dirty.add(delivery.delivery_id)
+        if occurred_at > self._watermark:
+            self._watermark = occurred_at
+
+    def _apply_delivery(self, event: Event) -> None:
+        delivery = self._delivery_for(event["delivery_id"])
+        self._see_event_time(delivery, event["occurred_at"])
+        efs_before = delivery.efs
+        result = apply_delivery_event(delivery, event, self._efs_default)
+        if isinstance(result, Rejection):
+            self._out.rejections.append(result)
+            self._out.outcomes[event["type"], REJECTED] += 1
+            self._touch(delivery)
+            return
+        self._out.outcomes[event["type"], APPLIED if result else DUPLICATE] += 1
+        if not result:
+            return
+        self._touch(delivery)
+        if delivery.efs != efs_before:
+            self._reevaluate(delivery, efs_before, delivery.final, event)
+        self._sync_final(delivery)
+
+    def _apply_mta(self, event: Event) -> None:
+        delivery_id = event["delivery_id"]
+        delivery = self._delivery_for(delivery_id)
+        kind = event["type"]
+        self._see_event_time(delivery, event["occurred_at"])
+        out = self._out
+        if not delivery.ready_to_send:
+            out.anomalies += 1
+        engagement_new = kind in _ENGAGEMENT_TOTAL and self._state.add_engagement(
+            delivery_id, event["event_id"], kind
+        )
+        if engagement_new:
+            total = _ENGAGEMENT_TOTAL[kind]
+            setattr(delivery.counters, total, getattr(delivery.counters, total) + 1)
+
+        message_id = event["message_id"]
+        message = self._state.message(delivery_id, message_id)
+        if message is None:
+            message = MessageState()
+        efs, final = delivery.efs, delivery.final
+        old_status = message_status(message.facts, efs, final)
+        old = contribution(message, old_status) if message.facts else NO_CONTRIBUTION
+        if not _learn(message, event, kind) and not engagement_new:
+            out.outcomes[kind, DUPLICATE] += 1
+            return
+        out.outcomes[kind, APPLIED] += 1
+        new_status = message_status(message.facts, efs, final)
+        delivery.counters.move(old, contribution(message, new_status))
+        if new_status != old_status:
+            self._log_change(delivery, message_id, message, old_status, new_status, event)
+        self._state.put_message(delivery_id, message_id, message)
+        self._touch(delivery)
+
+    def _sync_final(self, delivery: DeliveryState) -> None:
+        """final follows (validity_end, time); flipping it re-evaluates the soft bounces it decides."""
+        final = delivery.validity_over_at(self._time)
+        if final == delivery.final:
+            return
+        delivery.final = final
+        self._touch(delivery)
+        if delivery.counters.awaiting_validity_end:
+            self._reevaluate(delivery, delivery.efs, not final, None)
+
+    def _reevaluate(
+        self, delivery: DeliveryState, efs_before: bool, final_before: bool, cause: Event | None
+    ) -> None:
+        """Recompute every message's status after a delivery-wide rule input changed."""
+        for message_id, message in list(self._state.messages(delivery.delivery_id)):
+            old_status = message_status(message.facts, efs_before, final_before)
+            new_status = message_status(message.facts, delivery.efs, delivery.final)
+            if old_status == new_status:
+                continue
+            delivery.counters.move(contribution(message, old_status), contribution(message, new_status))
+            self._log_change(delivery, message_id, message, old_status, new_status, cause)
+            self._state.put_message(delivery.delivery_id, message_id, message)
+
+    def _log_change(
+        self,
+        delivery: DeliveryState,
+        message_id: str,
+        message: MessageState,
+        old_status: str | None,
+        new_status: str,
+        cause: Event | None,
+    ) -> None:
+        message.changes += 1
+        self._out.transitions[old_status, new_status, delivery.efs] += 1
+        if cause is not None:
+            event_id, occurred_at = cause["event_id"], cause["occurred_at"]
+        else:  # the validity end did it
+            event_id, occurred_at = None, delivery.validity_end or self._time
+        self._out.sending_logs.append(
+            {
+                "log_id": f"{delivery.delivery_id}/{message_id}/{message.changes}",
+                "delivery_id": delivery.delivery_id,
+                "message_id": message_id,
+                "old_status": old_status,
+                "new_status": new_status,
+                "reason": failure_reason(message) if new_status == FAILED else None,
+                "event_id": event_id,
+                "occurred_at": occurred_at,
+            }
+        )
+
+
+def _learn(message: MessageState, event: Event, kind: str) -> bool:
+    """Add the event's fact (and bounce reason) to the message; False if nothing new was learnt."""
+    facts = message.facts | FACT_OF_TYPE[kind]
+    learnt = facts != message.facts
+    message.facts = facts
+    if kind in ("HARD_BOUNCE", "SOFT_BOUNCE", "RETRIES_EXHAUSTED"):
+        bounce = Bounce(
+            event["occurred_at"], event.get("attempt") or 0, event["event_id"], event.get("reason")
+        )
+        if kind == "HARD_BOUNCE":
+            if message.hard is None or bounce[:3] < message.hard[:3]:
+                message.hard, learnt = bounce, True
+        elif kind == "SOFT_BOUNCE":
+            if message.soft is None or bounce[:3] > message.soft[:3]:
+                message.soft, learnt = bounce, True
+        elif message.exhausted is None or bounce[:3] < message.exhausted[:3]:
+            message.exhausted, learnt = bounce, True
+    return learnt
+
+
+def kpi_record(delivery: DeliveryState) -> dict[str, Any]:
+    """The DeliveryKpi record (schemas/delivery_kpi.avsc) of a delivery's current state."""
+    return {
+        "delivery_id": delivery.delivery_id,
+        "state": delivery.state,
+        "efs": delivery.efs,
+        "to_deliver": delivery.to_deliver,
+        **kpi_figures(delivery.counters, delivery.to_deliver),
+        "final": delivery.final,
+        "confirmations_rejected": len(delivery.rejected_event_ids),
+        "version": delivery.version,
+        "updated_at": delivery.updated_at,
+    }

@@ -1,0 +1,35 @@
+"""The state the core needs from one partition; `consumer.state` implements it over a store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from consumer.core.delivery import DeliveryState
+from consumer.core.status import MessageState
+
+
+class PartitionState(Protocol):
+    def message(self, delivery_id: str, message_id: str) -> MessageState | None: ...
+
+    def put_message(self, delivery_id: str, message_id: str, message: MessageState) -> None: ...
+
+    def messages(self, delivery_id: str) -> Iterator[tuple[str, MessageState]]:
+        """Every message of the delivery, staged changes included."""
+        ...
+
+    def deliveries(self) -> Iterable[DeliveryState]: ...
+
+    def put_delivery(self, delivery: DeliveryState) -> None: ...
+
+    def add_engagement(self, delivery_id: str, event_id: str, kind: str) -> bool:
+        """Record an OPEN/CLICK event id; False if it was already recorded."""
+        ...
+
+    def engagements(self, delivery_id: str) -> Iterator[str]:
+        """The kinds (OPEN/CLICK) of the delivery's recorded engagement events."""
+        ...
+
+    def watermark(self) -> int: ...
+
+    def put_watermark(self, watermark: int) -> None: ...

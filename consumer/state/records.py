@@ -1,0 +1,80 @@
+"""Keys and values of the state: how core objects are laid out as bytes in a store and its changelog."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+from consumer.core.delivery import DeliveryState
+from consumer.core.kpi import KpiCounters
+from consumer.core.status import Bounce, MessageState
+
+MESSAGE = b"m\x00"
+DELIVERY = b"d\x00"
+ENGAGEMENT = b"e\x00"
+WATERMARK = b"w"
+_SEP = b"\x00"
+
+
+def message_key(delivery_id: str, message_id: str) -> bytes:
+    return b"".join((MESSAGE, delivery_id.encode(), _SEP, message_id.encode()))
+
+
+def messages_prefix(delivery_id: str) -> bytes:
+    return b"".join((MESSAGE, delivery_id.encode(), _SEP))
+
+
+def delivery_key(delivery_id: str) -> bytes:
+    return DELIVERY + delivery_id.encode()
+
+
+def engagement_key(delivery_id: str, event_id: str) -> bytes:
+    return b"".join((ENGAGEMENT, delivery_id.encode(), _SEP, event_id.encode()))
+
+
+def engagements_prefix(delivery_id: str) -> bytes:
+    return b"".join((ENGAGEMENT, delivery_id.encode(), _SEP))
+
+
+def split_key(key: bytes) -> tuple[bytes, str, str]:
+    """(kind prefix, delivery_id, rest) of a message or engagement key."""
+    delivery_id, _, rest = key[2:].partition(_SEP)
+    return key[:2], delivery_id.decode(), rest.decode()
+
+
+# Most messages never bounce: their value is just "facts changes"; the rest is JSON.
+def encode_message(message: MessageState) -> bytes:
+    if message.hard is None and message.soft is None and message.exhausted is None:
+        return b"%d %d" % (message.facts, message.changes)
+    return json.dumps(
+        [message.facts, message.changes, message.hard, message.soft, message.exhausted],
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_message(value: bytes) -> MessageState:
+    if value[:1] != b"[":
+        facts, changes = value.split()
+        return MessageState(int(facts), int(changes))
+    facts, changes, hard, soft, exhausted = json.loads(value)
+    return MessageState(facts, changes, _bounce(hard), _bounce(soft), _bounce(exhausted))
+
+
+def _bounce(raw: list[Any] | None) -> Bounce | None:
+    return None if raw is None else Bounce(*raw)
+
+
+def encode_delivery(delivery: DeliveryState) -> bytes:
+    data = {f.name: getattr(delivery, f.name) for f in fields(delivery)}
+    data["counters"] = {f.name: getattr(delivery.counters, f.name) for f in fields(KpiCounters)}
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode_delivery(value: bytes) -> DeliveryState:
+    data = json.loads(value)
+    data["counters"] = KpiCounters(**data["counters"])
+    for rank in ("prepared_rank", "scheduled_rank"):
+        if data[rank] is not None:
+            data[rank] = tuple(data[rank])
+    return DeliveryState(**data)

@@ -1,0 +1,39 @@
+"""The per-partition store interface: bytes in, bytes out; state and input offsets written together."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+
+Changes = Mapping[bytes, bytes | None]  # None deletes the key
+
+OFFSETS_PREFIX = b"\x01offset\x00"  # reserved keys, beside the state so one batch writes both
+
+
+def offset_key(name: str) -> bytes:
+    return OFFSETS_PREFIX + name.encode()
+
+
+class PartitionStore(ABC):
+    """One partition's state. `write` is atomic: the changes and the offsets land together or not at all."""
+
+    @abstractmethod
+    def get(self, key: bytes) -> bytes | None: ...
+
+    @abstractmethod
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with prefix."""
+
+    @abstractmethod
+    def write(self, changes: Changes, offsets: Mapping[str, int]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def offsets(self) -> dict[str, int]:
+        """The offsets written with the state: input offsets to resume from, the changelog position."""
+        return {key[len(OFFSETS_PREFIX) :].decode(): int(value) for key, value in self.scan(OFFSETS_PREFIX)}
+
+    @staticmethod
+    def offset_changes(offsets: Mapping[str, int]) -> dict[bytes, bytes]:
+        return {offset_key(name): str(offset).encode() for name, offset in offsets.items()}

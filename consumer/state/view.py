@@ -1,0 +1,100 @@
+"""The core's view of a partition store: decoded objects staged in memory until the checkpoint.
+
+Reads go through a cache of decoded objects; writes only mark keys dirty. `stage()` encodes
+each dirty object once, however often it changed since the last checkpoint, and hands the
+byte changes to the checkpoint, which writes them to the changelog and the store together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from consumer.core.delivery import DeliveryState
+from consumer.core.status import MessageState
+from consumer.state import records
+from consumer.state.store import PartitionStore
+
+
+class StateView:
+    def __init__(self, store: PartitionStore) -> None:
+        self._store = store
+        self._messages: dict[bytes, MessageState] = {}
+        self._dirty_messages: set[bytes] = set()
+        self._deliveries: dict[bytes, DeliveryState] = {}
+        self._engagements: dict[bytes, bytes] = {}
+        self._watermark: int | None = None
+
+    @property
+    def store(self) -> PartitionStore:
+        return self._store
+
+    # -- messages ------------------------------------------------------------------------
+    def message(self, delivery_id: str, message_id: str) -> MessageState | None:
+        key = records.message_key(delivery_id, message_id)
+        message = self._messages.get(key)
+        if message is None:
+            value = self._store.get(key)
+            if value is None:
+                return None
+            message = self._messages[key] = records.decode_message(value)
+        return message
+
+    def put_message(self, delivery_id: str, message_id: str, message: MessageState) -> None:
+        key = records.message_key(delivery_id, message_id)
+        self._messages[key] = message
+        self._dirty_messages.add(key)
+
+    def messages(self, delivery_id: str) -> Iterator[tuple[str, MessageState]]:
+        prefix = records.messages_prefix(delivery_id)
+        for key, value in self._store.scan(prefix):
+            cached = self._messages.get(key)
+            yield records.split_key(key)[2], cached or records.decode_message(value)
+        for key, message in list(self._messages.items()):
+            if key.startswith(prefix) and self._store.get(key) is None:
+                yield records.split_key(key)[2], message
+
+    # -- deliveries, engagements, watermark ---------------------------------------------
+    def deliveries(self) -> Iterable[DeliveryState]:
+        return [records.decode_delivery(v) for _, v in self._store.scan(records.DELIVERY)]
+
+    def put_delivery(self, delivery: DeliveryState) -> None:
+        self._deliveries[records.delivery_key(delivery.delivery_id)] = delivery
+
+    def add_engagement(self, delivery_id: str, event_id: str, kind: str) -> bool:
+        key = records.engagement_key(delivery_id, event_id)
+        if key in self._engagements or self._store.get(key) is not None:
+            return False
+        self._engagements[key] = kind.encode()
+        return True
+
+    def engagements(self, delivery_id: str) -> Iterator[str]:
+        prefix = records.engagements_prefix(delivery_id)
+        for _, value in self._store.scan(prefix):
+            yield value.decode()
+        for key, value in self._engagements.items():
+            if key.startswith(prefix):
+                yield value.decode()
+
+    def watermark(self) -> int:
+        value = self._store.get(records.WATERMARK)
+        return int(value) if value is not None else 0
+
+    def put_watermark(self, watermark: int) -> None:
+        self._watermark = watermark
+
+    # -- checkpoint ------------------------------------------------------------------------
+    def stage(self) -> dict[bytes, bytes | None]:
+        """Encode what changed since the last stage and start afresh."""
+        changes: dict[bytes, bytes | None] = {
+            key: records.encode_message(self._messages[key]) for key in self._dirty_messages
+        }
+        changes.update((key, records.encode_delivery(d)) for key, d in self._deliveries.items())
+        changes.update(self._engagements)
+        if self._watermark is not None:
+            changes[records.WATERMARK] = b"%d" % self._watermark
+        self._messages.clear()
+        self._dirty_messages.clear()
+        self._deliveries.clear()
+        self._engagements.clear()
+        self._watermark = None
+        return changes

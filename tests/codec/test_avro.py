@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+
+from consumer.codec.avro import AvroCodec
+from consumer.codec.errors import DecodeError, UnknownSchema
+from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT, SENDING_LOG, build_schema, load
+from tests.core.builders import kpi_after, mta, prepared
+
+
+@pytest.fixture(scope="module")
+def mta_codec() -> AvroCodec:
+    return AvroCodec.named(MTA_EVENT)
+
+
+def test_roundtrip_keeps_timestamps_as_epoch_millis(mta_codec):
+    event = mta("d", "m", "SOFT_BOUNCE", at=1_767_225_600_123, reason="mailbox_full", attempt=2)
+    data = mta_codec.encode(event)
+    assert data[:2] == b"\xc3\x01"
+    assert mta_codec.decode(data) == event
+
+
+def test_every_schema_encodes_what_the_core_produces():
+    kpi = kpi_after([prepared("d", efs=True), mta("d", "m", "HARD_BOUNCE", reason="user_unknown")])
+    assert AvroCodec.named(DELIVERY_KPI).decode(AvroCodec.named(DELIVERY_KPI).encode(kpi)) == kpi
+    delivery = prepared("d", efs=None)
+    codec = AvroCodec.named(DELIVERY_EVENT)
+    assert codec.decode(codec.encode(delivery)) == delivery
+    log = {
+        "log_id": "d/m/1",
+        "delivery_id": "d",
+        "message_id": "m",
+        "old_status": None,
+        "new_status": "FAILED",
+        "reason": "x",
+        "event_id": None,
+        "occurred_at": 5,
+    }
+    codec = AvroCodec.named(SENDING_LOG)
+    assert codec.decode(codec.encode(log)) == log
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (None, "not an Avro single-object"),
+        (b"", "not an Avro single-object"),
+        (b'{"json": "not avro"}', "not an Avro single-object"),
+        (b"\xc3\x01" + b"\x00" * 8 + b"abc", "unknown mta_event writer fingerprint"),
+    ],
+)
+def test_foreign_bytes_are_typed_errors(mta_codec, data, detail):
+    with pytest.raises(DecodeError, match=detail) as caught:
+        mta_codec.decode(data)
+    assert caught.value.field == "value"
+
+
+def test_unknown_fingerprint_is_its_own_error(mta_codec):
+    with pytest.raises(UnknownSchema):
+        mta_codec.decode(b"\xc3\x01" + b"\x01" * 8 + b"abc")
+
+
+def test_corrupt_body_truncation_and_unknown_enum_index(mta_codec):
+    good = mta_codec.encode(mta("d", "m", "DELIVERED"))
+    header = good[:10]
+    with pytest.raises(DecodeError, match="corrupt mta_event"):
+        mta_codec.decode(good[:-4])
+    with pytest.raises(DecodeError, match="trailing bytes"):
+        mta_codec.decode(good + b"\x00")
+    enum_at = header + b"\x02e" + b"\x02d" + b"\x02m"  # then the enum index: 40 is out of range
+    with pytest.raises(DecodeError, match="corrupt mta_event"):
+        mta_codec.decode(enum_at + b"\x50" + good[len(enum_at) + 1 :])
+
+
+def test_reads_records_of_an_older_writer_schema(mta_codec):
+    older = dict(load(MTA_EVENT).definition)
+    older["fields"] = [f for f in older["fields"] if f["name"] not in ("url", "address", "attempt")]
+    old_writer = AvroCodec(build_schema(MTA_EVENT, older))
+    data = old_writer.encode(
+        {k: v for k, v in mta("d", "m", "OPEN").items() if k not in ("url", "address", "attempt")}
+    )
+    mta_codec.register_writer(older)
+    decoded = mta_codec.decode(data)
+    assert (decoded["attempt"], decoded["url"], decoded["type"]) == (0, None, "OPEN")

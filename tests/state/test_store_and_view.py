@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from consumer.core.delivery import DeliveryState
+from consumer.core.status import Bounce, MessageState
+from consumer.state import records
+from consumer.state.memory import MemoryStore
+from consumer.state.view import StateView
+
+
+def test_message_and_delivery_records_roundtrip():
+    plain = MessageState(facts=3, changes=2)
+    assert records.encode_message(plain) == b"3 2"
+    bounced = MessageState(12, 1, Bounce(5, 0, "e1", "user_unknown"), Bounce(9, 2, "e2", None), None)
+    for message in (plain, bounced):
+        assert records.decode_message(records.encode_message(message)) == message
+    delivery = DeliveryState("d", efs=True, prepared_rank=(5, "p"), to_deliver=10, rejected_event_ids=["x"])
+    delivery.counters.failures_by_reason["mailbox_full"] = 2
+    assert records.decode_delivery(records.encode_delivery(delivery)) == delivery
+
+
+def test_memory_store_writes_state_and_offsets_together():
+    store = MemoryStore()
+    store.write({b"a": b"1", b"b": b"2"}, {"mta.events": 41})
+    store.write({b"a": None}, {"mta.events": 42, "deliveries": 7})
+    assert store.get(b"a") is None and store.get(b"b") == b"2"
+    assert store.offsets() == {"mta.events": 42, "deliveries": 7}
+    assert list(store.scan(b"b")) == [(b"b", b"2")]
+
+
+def test_view_stages_each_change_once_and_reads_its_own_writes():
+    store = MemoryStore()
+    view = StateView(store)
+    message = MessageState(1, 1)
+    view.put_message("d", "m1", message)
+    message.facts |= 2
+    view.put_message("d", "m1", message)
+    assert view.message("d", "m1") is message
+    assert view.add_engagement("d", "o1", "OPEN") and not view.add_engagement("d", "o1", "OPEN")
+    changes = view.stage()
+    assert changes[records.message_key("d", "m1")] == b"3 1"
+    assert view.stage() == {}
+    store.write(changes, {})
+    fresh = StateView(store)
+    assert fresh.message("d", "m1") == MessageState(3, 1)
+    assert not fresh.add_engagement("d", "o1", "OPEN")
+    fresh.put_message("d", "m2", MessageState(1, 1))
+    assert sorted(mid for mid, _ in fresh.messages("d")) == ["m1", "m2"]
+    assert list(fresh.engagements("d")) == ["OPEN"]
