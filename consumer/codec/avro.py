@@ -45,9 +45,7 @@ class AvroCodec:
             raise DecodeError("value", f"not an Avro single-object encoded {self.schema.name}")
         reader = self._readers.get(data[2:HEADER_SIZE])
         if reader is None:
-            raise UnknownSchema(
-                "value", f"unknown {self.schema.name} writer fingerprint {data[2:HEADER_SIZE].hex()}"
-            )
+            raise UnknownSchema("value", f"unknown {self.schema.name} writer fingerprint {data[2:HEADER_SIZE].hex()}")
         buffer = BytesIO(data)
         buffer.seek(HEADER_SIZE)
         try:
@@ -55,7 +53,5 @@ class AvroCodec:
         except Exception as exc:  # fastavro raises many types on corrupt input; all mean the same
             raise DecodeError("value", f"corrupt {self.schema.name}: {type(exc).__name__}: {exc}") from None
         if buffer.tell() != len(data):
-            raise DecodeError(
-                "value", f"{len(data) - buffer.tell()} trailing bytes after the {self.schema.name}"
-            )
+            raise DecodeError("value", f"{len(data) - buffer.tell()} trailing bytes after the {self.schema.name}")
         return record

@@ -105,6 +105,23 @@ class PartitionProcessor:
             setattr(counters, total, getattr(counters, total) + 1)
         return counters
 
+    def compute_stats(self, delivery_id: str, publish: bool = True) -> bool | None:
+        """Recompute a delivery's counters; adopt them if they differ. None if the delivery is unknown.
+
+        Returns whether the incremental counters matched. A changed delivery is published; so is
+        every delivery asked for with publish=True (the compute-stats command).
+        """
+        delivery = self._deliveries.get(delivery_id)
+        if delivery is None:
+            return None
+        recomputed = self.recompute(delivery_id)
+        matched = recomputed == delivery.counters
+        if not matched:
+            delivery.counters = recomputed
+        if publish or not matched:
+            self._touch(delivery)
+        return matched
+
     # -- rules -------------------------------------------------------------------------
     def _delivery_for(self, delivery_id: str) -> DeliveryState:
         delivery = self._deliveries.get(delivery_id)
@@ -150,9 +167,7 @@ class PartitionProcessor:
         out = self._out
         if not delivery.ready_to_send:
             out.anomalies += 1
-        engagement_new = kind in _ENGAGEMENT_TOTAL and self._state.add_engagement(
-            delivery_id, event["event_id"], kind
-        )
+        engagement_new = kind in _ENGAGEMENT_TOTAL and self._state.add_engagement(delivery_id, event["event_id"], kind)
         if engagement_new:
             total = _ENGAGEMENT_TOTAL[kind]
             setattr(delivery.counters, total, getattr(delivery.counters, total) + 1)
@@ -185,9 +200,7 @@ class PartitionProcessor:
         if delivery.counters.awaiting_validity_end:
             self._reevaluate(delivery, delivery.efs, not final, None)
 
-    def _reevaluate(
-        self, delivery: DeliveryState, efs_before: bool, final_before: bool, cause: Event | None
-    ) -> None:
+    def _reevaluate(self, delivery: DeliveryState, efs_before: bool, final_before: bool, cause: Event | None) -> None:
         """Recompute every message's status after a delivery-wide rule input changed."""
         for message_id, message in list(self._state.messages(delivery.delivery_id)):
             old_status = message_status(message.facts, efs_before, final_before)
@@ -233,9 +246,7 @@ def _learn(message: MessageState, event: Event, kind: str) -> bool:
     learnt = facts != message.facts
     message.facts = facts
     if kind in ("HARD_BOUNCE", "SOFT_BOUNCE", "RETRIES_EXHAUSTED"):
-        bounce = Bounce(
-            event["occurred_at"], event.get("attempt") or 0, event["event_id"], event.get("reason")
-        )
+        bounce = Bounce(event["occurred_at"], event.get("attempt") or 0, event["event_id"], event.get("reason"))
         if kind == "HARD_BOUNCE":
             if message.hard is None or bounce[:3] < message.hard[:3]:
                 message.hard, learnt = bounce, True

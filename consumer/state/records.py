@@ -78,3 +78,12 @@ def decode_delivery(value: bytes) -> DeliveryState:
         if data[rank] is not None:
             data[rank] = tuple(data[rank])
     return DeliveryState(**data)
+
+
+def delivery_of(key: bytes) -> str | None:
+    """The delivery a state key belongs to; None for partition-wide keys."""
+    if key.startswith(DELIVERY):
+        return key[2:].decode()
+    if key.startswith((MESSAGE, ENGAGEMENT)):
+        return key[2:].partition(_SEP)[0].decode()
+    return None

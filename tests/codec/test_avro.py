@@ -76,9 +76,7 @@ def test_reads_records_of_an_older_writer_schema(mta_codec):
     older = dict(load(MTA_EVENT).definition)
     older["fields"] = [f for f in older["fields"] if f["name"] not in ("url", "address", "attempt")]
     old_writer = AvroCodec(build_schema(MTA_EVENT, older))
-    data = old_writer.encode(
-        {k: v for k, v in mta("d", "m", "OPEN").items() if k not in ("url", "address", "attempt")}
-    )
+    data = old_writer.encode({k: v for k, v in mta("d", "m", "OPEN").items() if k not in ("url", "address", "attempt")})
     mta_codec.register_writer(older)
     decoded = mta_codec.decode(data)
     assert (decoded["attempt"], decoded["url"], decoded["type"]) == (0, None, "OPEN")

@@ -51,9 +51,7 @@ def delivery_event(delivery_id: str, kind: str, at: int = 0, **fields: Any) -> d
 def prepared(
     delivery_id: str, efs: bool, to_deliver: int = 10, validity_end: int | None = 1_000_000, **fields: Any
 ) -> dict[str, Any]:
-    return delivery_event(
-        delivery_id, "PREPARED", efs=efs, to_deliver=to_deliver, validity_end=validity_end, **fields
-    )
+    return delivery_event(delivery_id, "PREPARED", efs=efs, to_deliver=to_deliver, validity_end=validity_end, **fields)
 
 
 def processor(efs_default: bool = False) -> PartitionProcessor:

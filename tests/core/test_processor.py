@@ -20,9 +20,7 @@ def test_retry_success_arriving_before_its_soft_bounce_stays_sent():
 
 def test_late_hard_bounce_after_validity_end_lowers_delivered_and_bumps_version():
     p = processor()
-    p.apply(
-        [prepared("d", efs=False, validity_end=5_000), mta("d", "m1", "RELAYED"), mta("d", "m2", "RELAYED")]
-    )
+    p.apply([prepared("d", efs=False, validity_end=5_000), mta("d", "m1", "RELAYED"), mta("d", "m2", "RELAYED")])
     p.advance_clock(6_000)
     first = p.take_output().kpis[0]
     assert (first["final"], first["state"], first["delivered_pct"]) == (True, "FINISHED", 100.0)
@@ -35,9 +33,7 @@ def test_late_hard_bounce_after_validity_end_lowers_delivered_and_bumps_version(
 
 def test_validity_end_by_wall_clock_fails_soft_bounces_and_logs_the_change():
     p = processor()
-    p.apply(
-        [prepared("d", efs=False, validity_end=5_000), mta("d", "m", "SOFT_BOUNCE", reason="mailbox_full")]
-    )
+    p.apply([prepared("d", efs=False, validity_end=5_000), mta("d", "m", "SOFT_BOUNCE", reason="mailbox_full")])
     assert p.take_output().kpis[0]["sent"] == 1
     p.advance_clock(5_000)
     out = p.take_output()

@@ -1,0 +1,88 @@
+"""`sendtrack kpis`: the latest KPI of each delivery, read (committed only) from the KPI topic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from consumer.cli.options import add, add_bootstrap, kafka_base
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import DELIVERY_KPI
+from consumer.kafka.config import reader_config
+from consumer.kafka.topics import Topics
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    add_bootstrap(parser)
+    add(parser, "--topic", default=Topics.kpis, help="the KPI topic")
+    add(parser, "--delivery", default=None, help="only this delivery")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def read_latest(base: dict[str, Any], topic: str, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Read the topic to its end; the record with the highest version wins per delivery."""
+    consumer = Consumer(reader_config(base, "sendtrack-kpis-reader"))
+    codec = AvroCodec.named(DELIVERY_KPI)
+    latest: dict[str, dict[str, Any]] = {}
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assigned = [TopicPartition(topic, p, 0) for p in partitions]
+        consumer.assign(assigned)
+        remaining = {p for p in partitions}
+        while remaining:
+            for msg in consumer.consume(1000, timeout_s):
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(msg.partition())
+                        continue
+                    raise RuntimeError(f"reading {topic}: {error}")
+                kpi = codec.decode(msg.value())
+                current = latest.get(kpi["delivery_id"])
+                if current is None or kpi["version"] > current["version"]:
+                    latest[kpi["delivery_id"]] = kpi
+    finally:
+        consumer.close()
+    return latest
+
+
+COLUMNS = (
+    ("delivery", "delivery_id", "{}"),
+    ("state", "state", "{}"),
+    ("efs", "efs", "{}"),
+    ("to deliver", "to_deliver", "{}"),
+    ("processed", "processed", "{}"),
+    ("sent", "sent", "{}"),
+    ("pending", "pending", "{}"),
+    ("delivered %", "delivered_pct", "{:.2f}"),
+    ("bounces+errors %", "bounces_errors_pct", "{:.2f}"),
+    ("open rate %", "open_rate_pct", "{:.2f}"),
+    ("CTR %", "click_through_rate_pct", "{:.2f}"),
+    ("final", "final", "{}"),
+    ("v", "version", "{}"),
+)
+
+
+def table(kpis: list[dict[str, Any]]) -> str:
+    rows = [[title for title, _, _ in COLUMNS]]
+    rows += [[fmt.format(kpi[field]) if kpi[field] is not None else "-" for _, field, fmt in COLUMNS] for kpi in kpis]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+
+
+def command(args: argparse.Namespace) -> int:
+    latest = read_latest(kafka_base(args), args.topic)
+    kpis = [latest[d] for d in sorted(latest) if args.delivery in (None, d)]
+    if args.delivery and not kpis:
+        print(f"no KPI for delivery {args.delivery!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        for kpi in kpis:
+            print(json.dumps(kpi))
+    else:
+        print(table(kpis))
+    return 0

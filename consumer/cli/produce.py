@@ -1,0 +1,69 @@
+"""`sendtrack produce`: JSON-lines events, validated and Avro-encoded, keyed by delivery_id."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+
+from confluent_kafka import Producer
+
+from consumer.cli.options import add, add_bootstrap, kafka_base
+from consumer.codec.avro import AvroCodec
+from consumer.codec.errors import InvalidEvent
+from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
+from consumer.codec.validation import parse_json_event
+from consumer.kafka.topics import Topics
+
+SCHEMA_OF_TOPIC = {Topics.deliveries: DELIVERY_EVENT, Topics.mta_events: MTA_EVENT}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    add_bootstrap(parser)
+    add(parser, "--topic", required=True, help="deliveries or mta.events (another name needs --schema)")
+    add(parser, "--schema", choices=(DELIVERY_EVENT, MTA_EVENT), default=None, help="default: from the topic name")
+    parser.add_argument("file", help="JSON-lines file, or - for standard input")
+
+
+def encode_lines(lines: Iterable[str], codec: AvroCodec) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+    """(key, value) of each good line, and a message for each bad one, with its line number."""
+    good, bad = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            event = parse_json_event(line, codec.schema)
+        except InvalidEvent as exc:
+            bad.append(f"line {number}: {exc}")
+            continue
+        good.append((event["delivery_id"].encode(), codec.encode(event)))
+    return good, bad
+
+
+def send(producer: Producer, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:  # local queue full
+                producer.poll(0.1)
+
+
+def command(args: argparse.Namespace) -> int:
+    schema = args.schema or SCHEMA_OF_TOPIC.get(args.topic)
+    if schema is None:
+        print(f"unknown topic {args.topic!r}: pass --schema", file=sys.stderr)
+        return 2
+    if args.file == "-":
+        good, bad = encode_lines(sys.stdin, AvroCodec.named(schema))
+    else:
+        with open(args.file, encoding="utf-8") as lines:
+            good, bad = encode_lines(lines, AvroCodec.named(schema))
+    for message in bad:
+        print(message, file=sys.stderr)
+    producer = Producer({**kafka_base(args), "linger.ms": 20, "enable.idempotence": True})
+    send(producer, args.topic, good)
+    unacknowledged = producer.flush(30)
+    print(f"sent {len(good) - unacknowledged} events to {args.topic}; {len(bad)} bad lines", file=sys.stderr)
+    return 1 if bad or unacknowledged else 0

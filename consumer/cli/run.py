@@ -1,0 +1,65 @@
+"""`sendtrack run`: the service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from consumer.cli.options import add, add_bootstrap
+from consumer.kafka.config import security_from_env, security_settings
+from consumer.ops import logging as logs
+from consumer.service.app import Service
+from consumer.service.settings import AT_LEAST_ONCE, EXACTLY_ONCE, Settings
+
+
+def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = True) -> None:
+    add_bootstrap(parser, required=bootstrap_required)
+    add(parser, "--group-id", default="sendtrack", help="consumer group (instances of one service share it)")
+    add(parser, "--instance-id", default=None, help="stable id of this instance (default: host name)")
+    add(parser, "--state-dir", type=Path, default=Path("state"), help="where RocksDB state lives")
+    add(parser, "--store", choices=("rocksdb", "memory"), default="rocksdb", help="state store")
+    add(parser, "--http-port", type=int, default=8080, help="metrics/health/KPI HTTP port; -1 disables it")
+    add(parser, "--processing-guarantee", choices=(EXACTLY_ONCE, AT_LEAST_ONCE), default=EXACTLY_ONCE)
+    add(parser, "--efs-default", action="store_true", help="EFS for deliveries whose PREPARED does not say")
+    add(parser, "--commit-interval", type=float, default=1.0, help="seconds between checkpoints")
+    add(parser, "--grace-period", type=float, default=30.0, help="seconds allowed for a clean stop")
+    add(parser, "--session-timeout-ms", type=int, default=45_000)
+    add(parser, "--create-topics", action="store_true", help="create missing topics")
+    add(parser, "--partitions", type=int, default=8, help="partitions of topics created by --create-topics")
+    add(
+        parser,
+        "--kafka",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="librdkafka security setting (security.protocol, sasl.*, ssl.*); also SENDTRACK_KAFKA_<KEY>",
+    )
+    add(parser, "--log-format", choices=("json", "console"), default="json")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    security = security_from_env(os.environ)
+    security |= security_settings(dict(pair.split("=", 1) for pair in args.kafka))
+    extra = {"instance_id": args.instance_id} if args.instance_id else {}
+    return Settings(
+        bootstrap_servers=args.bootstrap_servers,
+        group_id=args.group_id,
+        state_dir=args.state_dir,
+        store=args.store,
+        http_port=None if args.http_port < 0 else args.http_port,
+        processing_guarantee=args.processing_guarantee,
+        efs_default=args.efs_default,
+        commit_interval_s=args.commit_interval,
+        grace_period_s=args.grace_period,
+        session_timeout_ms=args.session_timeout_ms,
+        create_topics=args.create_topics,
+        partitions=args.partitions,
+        security=security,
+        **extra,
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    logs.configure(json=args.log_format == "json")
+    return Service(settings_from(args)).run()

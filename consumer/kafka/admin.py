@@ -1,0 +1,58 @@
+"""Topic administration: create what is missing, check that the inputs are co-partitioned."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumer.kafka.topics import Topics
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+class TopicLayoutError(RuntimeError):
+    pass
+
+
+def partition_counts(admin: AdminClient, names: tuple[str, ...], timeout: float = 10.0) -> dict[str, int]:
+    metadata = admin.list_topics(timeout=timeout).topics
+    return {name: len(metadata[name].partitions) for name in names if name in metadata and not metadata[name].error}
+
+
+def ensure_topics(
+    admin: AdminClient, topics: Topics, partitions: int, replication: int = 1, timeout: float = 30.0
+) -> list[str]:
+    """Create the missing topics with their configs; return the names created."""
+    existing = partition_counts(admin, topics.all)
+    missing = [name for name in topics.all if name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(name, partitions, replication, config=_config_for(name, topics)) for name in missing],
+            operation_timeout=timeout,
+        )
+        for _name, future in futures.items():
+            try:
+                future.result(timeout)
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another instance won the race
+                    raise
+    check_copartitioned(admin, topics)
+    return missing
+
+
+def check_copartitioned(admin: AdminClient, topics: Topics) -> int:
+    """Inputs and changelog must have one partition count: partition p of each belongs together."""
+    counts = partition_counts(admin, (*topics.inputs, topics.changelog))
+    absent = [name for name in (*topics.inputs, topics.changelog) if name not in counts]
+    if absent:
+        raise TopicLayoutError(f"missing topics: {', '.join(absent)} (run with --create-topics)")
+    if len(set(counts.values())) != 1:
+        raise TopicLayoutError(f"input and changelog topics must have one partition count, got {counts}")
+    return next(iter(counts.values()))
+
+
+def _config_for(name: str, topics: Topics) -> Mapping[str, Any]:
+    return COMPACTED if name in topics.compacted else {}

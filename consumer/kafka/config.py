@@ -1,0 +1,82 @@
+"""librdkafka client settings: our defaults, plus the security settings an operator passes through."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SECURITY_PREFIXES = ("security.protocol", "sasl.", "ssl.")
+_SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
+
+
+def security_settings(pairs: Mapping[str, str]) -> dict[str, str]:
+    """Accept only security settings: the rest of the client config is ours to keep correct."""
+    bad = [name for name in pairs if not name.startswith(SECURITY_PREFIXES)]
+    if bad:
+        raise ValueError(f"only security.protocol, sasl.* and ssl.* may be passed through, not {', '.join(bad)}")
+    return dict(pairs)
+
+
+def security_from_env(environ: Mapping[str, str], prefix: str = "SENDTRACK_KAFKA_") -> dict[str, str]:
+    """SENDTRACK_KAFKA_SASL_MECHANISM=PLAIN -> sasl.mechanism=PLAIN (librdkafka names have no '_')."""
+    return security_settings(
+        {
+            name[len(prefix) :].lower().replace("_", "."): value
+            for name, value in environ.items()
+            if name.startswith(prefix)
+        }
+    )
+
+
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as it may be logged."""
+    return {k: "***" if any(word in k for word in _SECRET_WORDS) else v for k, v in config.items()}
+
+
+def base_config(bootstrap_servers: str, security: Mapping[str, str]) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap_servers, "client.id": "sendtrack", **security}
+
+
+def consumer_config(base: Mapping[str, Any], group_id: str, session_timeout_ms: int) -> dict[str, Any]:
+    return {
+        **base,
+        "group.id": group_id,
+        # Range keeps partition p of every input topic on one instance; cooperative-sticky would not.
+        "partition.assignment.strategy": "range",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "session.timeout.ms": session_timeout_ms,
+        "max.poll.interval.ms": 300_000,
+        "fetch.wait.max.ms": 100,
+        "queued.min.messages": 20_000,
+        "statistics.interval.ms": 5_000,
+    }
+
+
+def producer_config(base: Mapping[str, Any], transactional_id: str | None) -> dict[str, Any]:
+    config = {
+        **base,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.timeout.ms": 30_000,
+    }
+    if transactional_id:
+        # message.timeout.ms must stay below transaction.timeout.ms (librdkafka).
+        config |= {"transactional.id": transactional_id, "transaction.timeout.ms": 60_000}
+    return config
+
+
+def reader_config(base: Mapping[str, Any], group_id: str) -> dict[str, Any]:
+    """A consumer that reads assigned partitions to their end and never commits (restore, CLI reads)."""
+    return {
+        **base,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }

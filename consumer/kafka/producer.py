@@ -1,0 +1,91 @@
+"""The output producer: transactional (exactly-once) or idempotent (at-least-once), one per instance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+Headers = list[tuple[str, bytes]]
+
+
+class DeliveryFailed(KafkaException):
+    """An output record was not acknowledged: its input must not count as done."""
+
+
+class OutputProducer:
+    def __init__(self, config: dict[str, Any], init_timeout: float = 30.0) -> None:
+        self.transactional = "transactional.id" in config
+        self._producer = Producer(config)
+        self._in_transaction = False
+        self._failures: list[KafkaError] = []
+        if self.transactional:
+            # Fences an earlier producer with our transactional.id and settles its open transaction.
+            self._producer.init_transactions(init_timeout)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int,
+        headers: Headers | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        if self.transactional and not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+        callback = self._on_delivery if on_delivery is None else self._also(on_delivery)
+        while True:
+            try:
+                self._producer.produce(topic, value, key, partition, on_delivery=callback, headers=headers)
+                return
+            except BufferError:  # local queue full: let librdkafka send, then retry
+                self._producer.poll(0.05)
+
+    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._failures.append(error)
+
+    def _also(self, on_delivery: Callable[[KafkaError | None, Message], None]) -> Callable[..., None]:
+        def both(error: KafkaError | None, message: Message) -> None:
+            self._on_delivery(error, message)
+            on_delivery(error, message)
+
+        return both
+
+    def flush(self, timeout: float) -> None:
+        """Wait for every record's acknowledgement; raise if any failed."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise DeliveryFailed(KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} records unacknowledged"))
+        if self._failures:
+            failure, self._failures = self._failures[0], []
+            raise DeliveryFailed(failure)
+
+    def commit_transaction(self, offsets: Sequence[TopicPartition], group_metadata: Any, timeout: float) -> None:
+        """Commit the outputs and the input offsets atomically (exactly-once)."""
+        if not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+        if offsets:
+            self._producer.send_offsets_to_transaction(list(offsets), group_metadata, timeout)
+        self._producer.commit_transaction(timeout)
+        self._in_transaction = False
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._failures.clear()
+        if self._in_transaction:
+            self._in_transaction = False
+            self._producer.abort_transaction(timeout)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def close(self, timeout: float) -> None:
+        self._producer.flush(timeout)

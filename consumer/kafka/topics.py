@@ -1,0 +1,29 @@
+"""Topic names and the configs each topic needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    deliveries: str = "deliveries"
+    mta_events: str = "mta.events"
+    control: str = "sendtrack.control"
+    kpis: str = "delivery.kpis"
+    sending_logs: str = "sending.logs"
+    dlq: str = "sendtrack.dlq"
+    changelog: str = "sendtrack.changelog"
+
+    @property
+    def inputs(self) -> tuple[str, str, str]:
+        """Co-partitioned: partition p of each is owned by one instance, with state partition p."""
+        return (self.deliveries, self.mta_events, self.control)
+
+    @property
+    def compacted(self) -> tuple[str, str]:
+        return (self.kpis, self.changelog)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (*self.inputs, self.kpis, self.sending_logs, self.dlq, self.changelog)

@@ -1,0 +1,70 @@
+"""Prometheus metrics (prefix sendtrack_). Labels are bounded: never a delivery or message id."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_AGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "sendtrack_events", "Input events by topic, type and outcome", ["topic", "type", "outcome"], registry=r
+        )
+        self.transitions = Counter(
+            "sendtrack_status_transitions", "Message status changes", ["from_status", "to_status", "efs"], registry=r
+        )
+        self.dlq = Counter("sendtrack_dlq_records", "Records sent to the dead-letter topic", ["reason"], registry=r)
+        self.rejected_confirmations = Counter(
+            "sendtrack_rejected_confirmations", "Confirmations refused for a missing role", ["reason"], registry=r
+        )
+        self.anomalies = Counter(
+            "sendtrack_anomalies", "MTA events for an unknown or unconfirmed delivery (applied)", registry=r
+        )
+        self.stats_mismatches = Counter(
+            "sendtrack_compute_stats_mismatches",
+            "Recomputes that differed from the incremental KPIs",
+            ["trigger"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "sendtrack_batch_processing_seconds",
+            "Decode and apply time per consumed batch",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.event_age = Histogram(
+            "sendtrack_event_age_seconds",
+            "Event time to processing (the newest event of each partition batch)",
+            buckets=_AGE_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "sendtrack_consumer_lag", "Messages behind the end, per input partition", ["topic", "partition"], registry=r
+        )
+        self.checkpoint_seconds = Histogram(
+            "sendtrack_checkpoint_seconds",
+            "Produce, commit and persist time per checkpoint",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.checkpoint_failures = Counter(
+            "sendtrack_checkpoint_failures", "Checkpoints that failed and were rewound", ["kind"], registry=r
+        )
+        self.rebalances = Counter("sendtrack_rebalances", "Partition assignment changes", ["kind"], registry=r)
+        self.restore_records = Counter("sendtrack_state_restore_records", "Changelog records restored", registry=r)
+        self.restore_seconds = Histogram(
+            "sendtrack_state_restore_seconds",
+            "Time to restore one partition",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 20, 60),
+            registry=r,
+        )
+        self.kpis_published = Counter("sendtrack_kpi_records_published", "DeliveryKpi records published", registry=r)
+        self.sending_logs_published = Counter(
+            "sendtrack_sending_log_records_published", "SendingLog records published", registry=r
+        )
+        self.assigned_partitions = Gauge("sendtrack_assigned_partitions", "Partitions owned", registry=r)

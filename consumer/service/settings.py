@@ -1,0 +1,39 @@
+"""Everything an instance is configured with; the CLI fills it from flags and SENDTRACK_* variables."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from consumer.kafka.topics import Topics
+
+EXACTLY_ONCE = "exactly-once"
+AT_LEAST_ONCE = "at-least-once"
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str
+    group_id: str = "sendtrack"
+    # Stable across restarts: the transactional.id derives from it, so a restart fences its crashed self.
+    instance_id: str = field(default_factory=socket.gethostname)
+    state_dir: Path = Path("state")
+    store: str = "rocksdb"  # or "memory"
+    http_port: int | None = 8080  # 0: any free port; None: no HTTP server
+    processing_guarantee: str = EXACTLY_ONCE
+    efs_default: bool = False
+    commit_interval_s: float = 1.0
+    grace_period_s: float = 30.0
+    session_timeout_ms: int = 45_000
+    batch_size: int = 5_000
+    create_topics: bool = False
+    partitions: int = 8
+    topics: Topics = field(default_factory=Topics)
+    security: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def transactional_id(self) -> str | None:
+        if self.processing_guarantee != EXACTLY_ONCE:
+            return None
+        return f"{self.group_id}-{self.instance_id}"

