@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -32,9 +33,12 @@ def read_latest(base: dict[str, Any], topic: str, timeout_s: float = 30.0) -> di
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         assigned = [TopicPartition(topic, p, 0) for p in partitions]
         consumer.assign(assigned)
-        remaining = {p for p in partitions}
+        remaining = set(partitions)
+        deadline = time.monotonic() + timeout_s
         while remaining:
-            for msg in consumer.consume(1000, timeout_s):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} was not read to its end within {timeout_s} s")
+            for msg in consumer.consume(1000, 0.1):
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import fields
 from pathlib import Path
 
 from consumer.cli.options import add, add_bootstrap
 from consumer.kafka.config import security_from_env, security_settings
+from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
 from consumer.service.app import Service
 from consumer.service.settings import AT_LEAST_ONCE, EXACTLY_ONCE, Settings
@@ -27,8 +29,7 @@ def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = Tr
     add(parser, "--session-timeout-ms", type=int, default=45_000)
     add(parser, "--create-topics", action="store_true", help="create missing topics")
     add(parser, "--partitions", type=int, default=8, help="partitions of topics created by --create-topics")
-    add(
-        parser,
+    parser.add_argument(
         "--kafka",
         action="append",
         default=[],
@@ -36,6 +37,8 @@ def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = Tr
         help="librdkafka security setting (security.protocol, sasl.*, ssl.*); also SENDTRACK_KAFKA_<KEY>",
     )
     add(parser, "--log-format", choices=("json", "console"), default="json")
+    for topic in fields(Topics):
+        add(parser, f"--topic-{topic.name.replace('_', '-')}", default=topic.default, help="topic name")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -56,6 +59,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         create_topics=args.create_topics,
         partitions=args.partitions,
         security=security,
+        topics=Topics(**{topic.name: getattr(args, f"topic_{topic.name}") for topic in fields(Topics)}),
         **extra,
     )
 

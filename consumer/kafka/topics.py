@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -27,3 +27,8 @@ class Topics:
     @property
     def all(self) -> tuple[str, ...]:
         return (*self.inputs, self.kpis, self.sending_logs, self.dlq, self.changelog)
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> Topics:
+        """Every default name behind a prefix: several pipelines side by side on one cluster."""
+        return cls(**{f.name: f"{prefix}{f.default}" for f in fields(cls)})

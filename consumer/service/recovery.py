@@ -54,7 +54,7 @@ def restore(
             if time.monotonic() > deadline:
                 raise RestoreError(f"restoring {topic}[{partition}] took longer than {timeout_s} s")
             batch, at_end = [], False
-            for msg in reader.consume(_CHUNK, 0.5):
+            for msg in reader.consume(_CHUNK, 0.1):
                 error = msg.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
