@@ -70,13 +70,16 @@ def producer_config(base: Mapping[str, Any], transactional_id: str | None) -> di
     return config
 
 
-def reader_config(base: Mapping[str, Any], group_id: str) -> dict[str, Any]:
-    """A consumer that reads assigned partitions to their end and never commits (restore, CLI reads)."""
+def reader_config(base: Mapping[str, Any], group_id: str, reset: str = "earliest") -> dict[str, Any]:
+    """A consumer that reads assigned partitions to their end and never commits (restore, CLI reads).
+
+    reset="error" makes a position that does not exist an error instead of a silent jump.
+    """
     return {
         **base,
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
+        "auto.offset.reset": reset,
         "isolation.level": "read_committed",
     }

@@ -28,7 +28,7 @@ from consumer.ops.http import OpsServer, StatusSource
 from consumer.ops.metrics import Metrics
 from consumer.service.checkpoint import Checkpointer
 from consumer.service.partition import PartitionRuntime, StoreFactory
-from consumer.service.recovery import restore
+from consumer.service.recovery import ChangelogMismatch, restore
 from consumer.service.settings import Settings
 
 COMPUTE_STATS = "compute-stats"
@@ -76,7 +76,7 @@ class Service:
         self._producer = OutputProducer(kafka_config.producer_config(base, s.transactional_id))
         consumer_config = kafka_config.consumer_config(base, s.group_id, s.session_timeout_ms)
         self._consumer = Consumer({**consumer_config, "stats_cb": self._on_stats})
-        self._reader = Consumer(kafka_config.reader_config(base, f"{s.group_id}.restore"))
+        self._reader = Consumer(kafka_config.reader_config(base, f"{s.group_id}.restore", reset="error"))
         self._checkpointer = Checkpointer(
             self._producer, self._consumer, s.topics, self.metrics, s.commit_interval_s, self._on_published, self._log
         )
@@ -254,9 +254,10 @@ class Service:
     def _open_partition(self, partition: int) -> PartitionRuntime:
         topic = self.settings.topics.changelog
         store = self._stores.open(partition)
-        result = restore(store, self._reader, topic, partition)
-        if result.stale:
-            self._log.warning("state_discarded", partition=partition, reason="local state ahead of the changelog")
+        try:
+            result = restore(store, self._reader, topic, partition)
+        except ChangelogMismatch as exc:
+            self._log.warning("state_discarded", partition=partition, reason=str(exc))
             store = self._stores.discard(partition, store)
             result = restore(store, self._reader, topic, partition)
         self.metrics.restore_records.inc(result.records)

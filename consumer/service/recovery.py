@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from consumer.state.changelog import CHANGELOG_OFFSET, apply_changelog
 from consumer.state.store import PartitionStore
@@ -17,54 +17,47 @@ class RestoreError(RuntimeError):
     pass
 
 
+class ChangelogMismatch(RestoreError):
+    """The store's changelog position does not exist in the changelog (the topic was recreated)."""
+
+
 @dataclass
 class RestoreResult:
     records: int = 0
     seconds: float = 0.0
-    stale: bool = False  # the local state did not match the changelog and was discarded
     touched: set[str] = field(default_factory=set)  # deliveries whose records were replayed
-
-
-def changelog_start(store: PartitionStore, low: int, high: int) -> int | None:
-    """Where to resume reading, or None if the local state cannot be trusted (changelog recreated)."""
-    start = store.offsets().get(CHANGELOG_OFFSET, 0)
-    if start > high or (start < low and start != 0):
-        return None
-    return max(start, low)
 
 
 def restore(
     store: PartitionStore, reader: Consumer, topic: str, partition: int, timeout_s: float = 300.0
 ) -> RestoreResult:
-    """Replay the changelog from the store's position to the end (the last stable offset)."""
+    """Replay the changelog from the store's position to its end (the last stable offset).
+
+    The end is where the reader reports end-of-partition, not a watermark asked for beforehand:
+    the read must cover every committed record, whatever a broker answers to ListOffsets.
+    """
     started = time.perf_counter()
     result = RestoreResult()
-    low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-    start = changelog_start(store, low, high)
-    if start is None:
-        result.stale = True
-        return result
-    if start >= high:
-        result.seconds = time.perf_counter() - started
-        return result
+    start = store.offsets().get(CHANGELOG_OFFSET, OFFSET_BEGINNING)
     reader.assign([TopicPartition(topic, partition, start)])
     deadline = time.monotonic() + timeout_s
     try:
-        while True:
+        at_end = False
+        while not at_end:
             if time.monotonic() > deadline:
                 raise RestoreError(f"restoring {topic}[{partition}] took longer than {timeout_s} s")
-            batch, at_end = [], False
+            batch = []
             for msg in reader.consume(_CHUNK, 0.1):
                 error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise RestoreError(f"reading {topic}[{partition}]: {error}")
+                if error is None:
+                    batch.append((msg.key(), msg.value(), msg.offset()))
+                elif error.code() == KafkaError._PARTITION_EOF:
                     at_end = True
-                    continue
-                batch.append((msg.key(), msg.value(), msg.offset()))
+                elif error.code() == KafkaError._AUTO_OFFSET_RESET:
+                    raise ChangelogMismatch(f"{topic}[{partition}] has no offset {start}: {error}")
+                else:
+                    raise RestoreError(f"reading {topic}[{partition}]: {error}")
             result.records += apply_changelog(store, batch, result.touched) if batch else 0
-            if at_end:
-                break
     finally:
         reader.unassign()
     result.seconds = time.perf_counter() - started

