@@ -146,6 +146,7 @@ class KpiReader:
             {
                 "bootstrap.servers": bootstrap,
                 "group.id": f"reader-{topic}",
+                "fetch.wait.max.ms": 10,
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -365,7 +366,7 @@ def run_million(bench: Bench, timeout_s: float) -> dict[str, Any]:
     reader.close()
     peak_kb = _peak_rss_kb(first.pid)
     bench.stop_all()
-    fresh, port = bench.start_service(topics, Scenario("restore"), f"{group}-fresh", group)
+    _, port = bench.start_service(topics, Scenario("restore"), f"{group}-fresh", group)
     started = time.time()
     wait_ready([port], bench.partitions, timeout_s=300)
     ready_s = time.time() - started

@@ -122,7 +122,7 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_rest_is_processed(kafka, t
             by_code.setdefault(h["sendtrack.error.code"].decode(), []).append((key, value, h))
         assert sorted(by_code) == ["decode_error", "invalid_field", "key_mismatch"]
         assert len(by_code["decode_error"]) == 2
-        garbage = [h for key, value, h in by_code["decode_error"] if value == b"\x00\x01garbage"][0]
+        garbage = next(h for _key, value, h in by_code["decode_error"] if value == b"\x00\x01garbage")
         assert garbage["trace"] == b"abc"  # the original headers travel along
         assert garbage["sendtrack.source.topic"] == topic.encode()
         assert garbage["sendtrack.source.offset"] == b"0"

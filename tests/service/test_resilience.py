@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import signal
@@ -64,7 +65,7 @@ def assert_exact(pipeline: Pipeline, workload: Workload) -> None:
     for delivery_id, seen in versions.items():
         # Log order; strictly increasing on Apache Kafka. Tansu does not abort a killed producer's
         # transaction, so one zombie snapshot may repeat a version number (see README, Tansu notes).
-        assert all(a <= b for a, b in zip(seen, seen[1:])), (delivery_id, seen)
+        assert all(a <= b for a, b in itertools.pairwise(seen)), (delivery_id, seen)
         assert len(seen) - len(set(seen)) <= 8, (delivery_id, seen)
 
 
