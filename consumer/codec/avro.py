@@ -23,7 +23,8 @@ class AvroCodec:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self._header = MAGIC + schema.fingerprint
-        self._readers: dict[bytes, tuple[Any, Any]] = {schema.fingerprint: (schema.plain, None)}
+        self._current = (schema.plain, None)
+        self._readers: dict[bytes, tuple[Any, Any]] = {schema.fingerprint: self._current}
 
     @classmethod
     def named(cls, name: str) -> AvroCodec:
@@ -41,17 +42,25 @@ class AvroCodec:
         return out.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
-        if not data or data[:2] != MAGIC or len(data) < HEADER_SIZE:
-            raise DecodeError("value", f"not an Avro single-object encoded {self.schema.name}")
-        reader = self._readers.get(data[2:HEADER_SIZE])
-        if reader is None:
-            raise UnknownSchema("value", f"unknown {self.schema.name} writer fingerprint {data[2:HEADER_SIZE].hex()}")
+        if data and data[:HEADER_SIZE] == self._header:  # the current schema: the hot path
+            writer, reader = self._current
+        else:
+            writer, reader = self._reader_for(data)
         buffer = BytesIO(data)
         buffer.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(buffer, reader[0], reader[1])
+            record = schemaless_reader(buffer, writer, reader)
         except Exception as exc:  # fastavro raises many types on corrupt input; all mean the same
             raise DecodeError("value", f"corrupt {self.schema.name}: {type(exc).__name__}: {exc}") from None
         if buffer.tell() != len(data):
             raise DecodeError("value", f"{len(data) - buffer.tell()} trailing bytes after the {self.schema.name}")
         return record
+
+    def _reader_for(self, data: bytes | None) -> tuple[Any, Any]:
+        if not data or data[:2] != MAGIC or len(data) < HEADER_SIZE:
+            raise DecodeError("value", f"not an Avro single-object encoded {self.schema.name}")
+        reader = self._readers.get(data[2:HEADER_SIZE])
+        if reader is None:
+            fingerprint = data[2:HEADER_SIZE].hex()
+            raise UnknownSchema("value", f"unknown {self.schema.name} writer fingerprint {fingerprint}")
+        return reader

@@ -23,6 +23,8 @@ _FIELD_IN_ERROR = re.compile(r"sendtrack\.\w+\.(\w+)")
 
 def check_event(event: dict[str, Any], key: bytes | None) -> dict[str, Any]:
     """Raise an InvalidEvent naming the first field that breaks the contract; return the event."""
+    if "message_id" in event and _plainly_valid_mta(event, key):
+        return event
     for name in ("event_id", "delivery_id", "message_id"):
         if name in event:
             _check_id(name, event[name])
@@ -34,6 +36,28 @@ def check_event(event: dict[str, Any], key: bytes | None) -> dict[str, Any]:
     else:
         _check_delivery_fields(event)
     return event
+
+
+def _plainly_valid_mta(event: dict[str, Any], key: bytes | None) -> bool:
+    """The same rules as below in one expression: the hot path. Anything doubtful takes the slow path,
+    which names the field at fault."""
+    event_id, delivery_id, message_id = event["event_id"], event["delivery_id"], event["message_id"]
+    reason, address, url = event.get("reason"), event.get("address"), event.get("url")
+    return (
+        0 < len(event_id) <= MAX_ID_CHARS
+        and 0 < len(delivery_id) <= MAX_ID_CHARS
+        and 0 < len(message_id) <= MAX_ID_CHARS
+        and not (event_id.isspace() or delivery_id.isspace() or message_id.isspace())
+        and "\x00" not in event_id
+        and "\x00" not in delivery_id
+        and "\x00" not in message_id
+        and 0 <= event["occurred_at"] <= MAX_TIME_MS
+        and 0 <= event.get("attempt", 0) <= MAX_ATTEMPT
+        and (key is None or key == delivery_id.encode())
+        and (reason is None or len(reason) <= MAX_TEXT_CHARS)
+        and (address is None or len(address) <= MAX_TEXT_CHARS)
+        and (url is None or len(url) <= MAX_URL_CHARS)
+    )
 
 
 def _check_mta_fields(event: dict[str, Any]) -> None:

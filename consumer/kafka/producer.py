@@ -36,7 +36,11 @@ class OutputProducer:
         if self.transactional and not self._in_transaction:
             self._producer.begin_transaction()
             self._in_transaction = True
-        callback = self._on_delivery if on_delivery is None else self._also(on_delivery)
+        # In a transaction a failed record fails the commit, so only at-least-once needs every report.
+        if on_delivery is not None:
+            callback = self._also(on_delivery)
+        else:
+            callback = None if self.transactional else self._on_delivery
         while True:
             try:
                 self._producer.produce(topic, value, key, partition, on_delivery=callback, headers=headers)

@@ -18,8 +18,9 @@ from consumer.state.store import PartitionStore
 class StateView:
     def __init__(self, store: PartitionStore) -> None:
         self._store = store
-        self._messages: dict[bytes, MessageState] = {}
-        self._dirty_messages: set[bytes] = set()
+        # Keyed by (delivery_id, message_id): the byte key is built only for store reads and at stage().
+        self._messages: dict[tuple[str, str], MessageState] = {}
+        self._dirty_messages: set[tuple[str, str]] = set()
         self._deliveries: dict[bytes, DeliveryState] = {}
         self._engagements: dict[bytes, bytes] = {}
         self._watermark: int | None = None
@@ -30,28 +31,29 @@ class StateView:
 
     # -- messages ------------------------------------------------------------------------
     def message(self, delivery_id: str, message_id: str) -> MessageState | None:
-        key = records.message_key(delivery_id, message_id)
+        key = (delivery_id, message_id)
         message = self._messages.get(key)
         if message is None:
-            value = self._store.get(key)
+            value = self._store.get(records.message_key(delivery_id, message_id))
             if value is None:
                 return None
             message = self._messages[key] = records.decode_message(value)
         return message
 
     def put_message(self, delivery_id: str, message_id: str, message: MessageState) -> None:
-        key = records.message_key(delivery_id, message_id)
+        key = (delivery_id, message_id)
         self._messages[key] = message
         self._dirty_messages.add(key)
 
     def messages(self, delivery_id: str) -> Iterator[tuple[str, MessageState]]:
-        prefix = records.messages_prefix(delivery_id)
-        for key, value in self._store.scan(prefix):
-            cached = self._messages.get(key)
-            yield records.split_key(key)[2], cached or records.decode_message(value)
-        for key, message in list(self._messages.items()):
-            if key.startswith(prefix) and self._store.get(key) is None:
-                yield records.split_key(key)[2], message
+        stored = set()
+        for key, value in self._store.scan(records.messages_prefix(delivery_id)):
+            message_id = records.split_key(key)[2]
+            stored.add(message_id)
+            yield message_id, self._messages.get((delivery_id, message_id)) or records.decode_message(value)
+        for (owner, message_id), message in list(self._messages.items()):
+            if owner == delivery_id and message_id not in stored:
+                yield message_id, message
 
     # -- deliveries, engagements, watermark ---------------------------------------------
     def deliveries(self) -> Iterable[DeliveryState]:
@@ -85,8 +87,9 @@ class StateView:
     # -- checkpoint ------------------------------------------------------------------------
     def stage(self) -> dict[bytes, bytes | None]:
         """Encode what changed since the last stage and start afresh."""
+        messages, encode = self._messages, records.encode_message
         changes: dict[bytes, bytes | None] = {
-            key: records.encode_message(self._messages[key]) for key in self._dirty_messages
+            records.message_key(*key): encode(messages[key]) for key in self._dirty_messages
         }
         changes.update((key, records.encode_delivery(d)) for key, d in self._deliveries.items())
         changes.update(self._engagements)
