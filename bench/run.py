@@ -10,6 +10,7 @@ answer is a failure.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ from consumer.kafka.topics import Topics
 
 ROOT = Path(__file__).resolve().parent
 Encoded = list[tuple[bytes, bytes]]
+_scenarios = itertools.count(1)  # every scenario of a run gets its own topics
 
 
 @dataclass
@@ -62,12 +64,10 @@ class Bench:
     workdir: Path
     partitions: int
     workload: Workload
-    counter: int = 0
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def topics(self) -> Topics:
-        self.counter += 1
-        topics = Topics.prefixed(f"bench{self.counter}-{os.getpid()}.")
+        topics = Topics.prefixed(f"bench{next(_scenarios)}-{os.getpid()}.")
         ensure_topics(AdminClient({"bootstrap.servers": self.bootstrap}), topics, self.partitions)
         return topics
 

@@ -7,7 +7,10 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from consumer.cli.options import add, add_bootstrap
+from consumer.kafka.admin import TopicLayoutError
 from consumer.kafka.config import security_from_env, security_settings
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
@@ -66,4 +69,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def command(args: argparse.Namespace) -> int:
     logs.configure(json=args.log_format == "json")
-    return Service(settings_from(args)).run()
+    try:
+        return Service(settings_from(args)).run()
+    except (TopicLayoutError, KafkaException, ValueError) as exc:  # say what is wrong, without a traceback
+        logs.get("sendtrack").error("cannot_start", error=str(exc))
+        return 2

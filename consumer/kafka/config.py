@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+KAFKA_LOGGER = logging.getLogger("sendtrack.kafka")  # librdkafka's own log lines
 SECURITY_PREFIXES = ("security.protocol", "sasl.", "ssl.")
 _SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
 
@@ -30,11 +32,11 @@ def security_from_env(environ: Mapping[str, str], prefix: str = "SENDTRACK_KAFKA
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config as it may be logged."""
-    return {k: "***" if any(word in k for word in _SECRET_WORDS) else v for k, v in config.items()}
+    return {k: "***" if any(word in k for word in _SECRET_WORDS) else v for k, v in config.items() if k != "logger"}
 
 
 def base_config(bootstrap_servers: str, security: Mapping[str, str]) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap_servers, "client.id": "sendtrack", **security}
+    return {"bootstrap.servers": bootstrap_servers, "client.id": "sendtrack", "logger": KAFKA_LOGGER, **security}
 
 
 def consumer_config(base: Mapping[str, Any], group_id: str, session_timeout_ms: int) -> dict[str, Any]:
@@ -82,4 +84,5 @@ def reader_config(base: Mapping[str, Any], group_id: str, reset: str = "earliest
         "enable.partition.eof": True,
         "auto.offset.reset": reset,
         "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 10,  # reaching the end fast matters more than full fetches
     }

@@ -22,6 +22,16 @@ def configure(json: bool = True, level: str = "INFO", stream=sys.stderr) -> None
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+    # Libraries log through the standard library (librdkafka via confluent-kafka's `logger` setting):
+    # send those records through the same renderer, so every line of the process has one format.
+    root = logging.getLogger()
+    root.handlers[:] = [_ToStructlog()]
+    root.setLevel(logging.getLevelName(level.upper()))
+
+
+class _ToStructlog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        structlog.get_logger().log(record.levelno, record.getMessage(), logger=record.name)
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:

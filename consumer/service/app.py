@@ -28,8 +28,9 @@ from consumer.ops.http import OpsServer, StatusSource
 from consumer.ops.metrics import Metrics
 from consumer.service.checkpoint import Checkpointer
 from consumer.service.partition import PartitionRuntime, StoreFactory
-from consumer.service.recovery import ChangelogMismatch, restore
+from consumer.service.recovery import ChangelogMismatch, RestoreResult, restore
 from consumer.service.settings import Settings
+from consumer.state.store import PartitionStore
 
 COMPUTE_STATS = "compute-stats"
 Clock = Callable[[], float]  # seconds since the epoch
@@ -244,22 +245,26 @@ class Service:
         self.metrics.rebalances.labels("assign").inc()
         self._restoring = True
         try:
-            for partition in sorted({tp.partition for tp in partitions} - set(self._runtimes)):
-                self._runtimes[partition] = self._open_partition(partition)
+            new = sorted({tp.partition for tp in partitions} - set(self._runtimes))
+            self._runtimes.update(self._open_partitions(new))
         finally:
             self._restoring = False
         self.metrics.assigned_partitions.set(len(self._runtimes))
         self._log.info("assigned", partitions=sorted(self._runtimes))
 
-    def _open_partition(self, partition: int) -> PartitionRuntime:
-        topic = self.settings.topics.changelog
-        store = self._stores.open(partition)
-        try:
-            result = restore(store, self._reader, topic, partition)
-        except ChangelogMismatch as exc:
-            self._log.warning("state_discarded", partition=partition, reason=str(exc))
-            store = self._stores.discard(partition, store)
-            result = restore(store, self._reader, topic, partition)
+    def _open_partitions(self, partitions: list[int]) -> dict[int, PartitionRuntime]:
+        """Open the stores, bring them up to the changelog's end, and repair what the replay touched."""
+        stores = {partition: self._stores.open(partition) for partition in partitions}
+        while True:
+            try:
+                results = restore(stores, self._reader, self.settings.topics.changelog)
+                break
+            except ChangelogMismatch as exc:
+                self._log.warning("state_discarded", partition=exc.partition, reason=str(exc))
+                stores[exc.partition] = self._stores.discard(exc.partition, stores[exc.partition])
+        return {p: self._runtime_after_restore(p, stores[p], results[p]) for p in partitions}
+
+    def _runtime_after_restore(self, partition: int, store: PartitionStore, result: RestoreResult) -> PartitionRuntime:
         self.metrics.restore_records.inc(result.records)
         self.metrics.restore_seconds.observe(result.seconds)
         runtime = PartitionRuntime(partition, store, self.settings.efs_default)

@@ -1,8 +1,9 @@
-"""Restore a partition's state from the changelog before it processes anything."""
+"""Restore partitions' state from the changelog before they process anything."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -18,7 +19,11 @@ class RestoreError(RuntimeError):
 
 
 class ChangelogMismatch(RestoreError):
-    """The store's changelog position does not exist in the changelog (the topic was recreated)."""
+    """A store's changelog position does not exist in the changelog (the topic was recreated)."""
+
+    def __init__(self, partition: int, detail: str) -> None:
+        super().__init__(detail)
+        self.partition = partition
 
 
 @dataclass
@@ -29,36 +34,39 @@ class RestoreResult:
 
 
 def restore(
-    store: PartitionStore, reader: Consumer, topic: str, partition: int, timeout_s: float = 300.0
-) -> RestoreResult:
-    """Replay the changelog from the store's position to its end (the last stable offset).
+    stores: Mapping[int, PartitionStore], reader: Consumer, topic: str, timeout_s: float = 300.0
+) -> dict[int, RestoreResult]:
+    """Replay each partition's changelog from its store's position to its end, all partitions at once.
 
-    The end is where the reader reports end-of-partition, not a watermark asked for beforehand:
-    the read must cover every committed record, whatever a broker answers to ListOffsets.
+    The end is where the reader reports end-of-partition (the last stable offset), not a watermark
+    asked for beforehand: the read must cover every committed record whatever ListOffsets answers.
     """
     started = time.perf_counter()
-    result = RestoreResult()
-    start = store.offsets().get(CHANGELOG_OFFSET, OFFSET_BEGINNING)
-    reader.assign([TopicPartition(topic, partition, start)])
+    results = {partition: RestoreResult() for partition in stores}
+    starts = {p: store.offsets().get(CHANGELOG_OFFSET, OFFSET_BEGINNING) for p, store in stores.items()}
+    reader.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
+    pending = set(stores)
     deadline = time.monotonic() + timeout_s
     try:
-        at_end = False
-        while not at_end:
+        while pending:
             if time.monotonic() > deadline:
-                raise RestoreError(f"restoring {topic}[{partition}] took longer than {timeout_s} s")
-            batch = []
-            for msg in reader.consume(_CHUNK, 0.1):
-                error = msg.error()
+                raise RestoreError(f"restoring {topic} {sorted(pending)} took longer than {timeout_s} s")
+            batches: dict[int, list[tuple[bytes, bytes | None, int]]] = {}
+            for msg in reader.consume(_CHUNK, 0.05):
+                partition, error = msg.partition(), msg.error()
                 if error is None:
-                    batch.append((msg.key(), msg.value(), msg.offset()))
+                    batches.setdefault(partition, []).append((msg.key(), msg.value(), msg.offset()))
                 elif error.code() == KafkaError._PARTITION_EOF:
-                    at_end = True
+                    if partition in pending:
+                        pending.discard(partition)
+                        results[partition].seconds = time.perf_counter() - started
                 elif error.code() == KafkaError._AUTO_OFFSET_RESET:
-                    raise ChangelogMismatch(f"{topic}[{partition}] has no offset {start}: {error}")
+                    raise ChangelogMismatch(partition, f"{topic}[{partition}] has no offset {starts[partition]}")
                 else:
-                    raise RestoreError(f"reading {topic}[{partition}]: {error}")
-            result.records += apply_changelog(store, batch, result.touched) if batch else 0
+                    raise RestoreError(f"reading {topic}: {error}")
+            for partition, batch in batches.items():
+                result = results[partition]
+                result.records += apply_changelog(stores[partition], batch, result.touched)
     finally:
         reader.unassign()
-    result.seconds = time.perf_counter() - started
-    return result
+    return results
