@@ -380,7 +380,7 @@ def run_million(bench: Bench, timeout_s: float) -> dict[str, Any]:
         "correct": correct,
         "peak_rss_mb": peak_kb / 1024,
         "restore_records": sum(e["records"] for e in restores),
-        "restore_seconds": sum(e["seconds"] for e in restores),
+        "restore_seconds": max(e["seconds"] for e in restores),
         "start_to_ready_seconds": ready_s,
     }
 
@@ -459,7 +459,8 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"{m['messages']:,} messages ({m['events']:,} events), RocksDB: peak RSS "
             f"{m['peak_rss_mb']:.0f} MB; a fresh instance restored {m['restore_records']:,} changelog "
-            f"records in {m['restore_seconds']:.1f} s (start to ready {m['start_to_ready_seconds']:.1f} s); "
+            f"records in {m['restore_seconds']:.1f} s, partitions in parallel "
+            f"(start to ready {m['start_to_ready_seconds']:.1f} s); "
             f"KPIs correct: {'yes' if m['correct'] else 'NO'}.",
         ]
     return "\n".join(lines) + "\n"

@@ -74,6 +74,11 @@ class PartitionProcessor:
             if not delivery.final and delivery.validity_over_at(now_ms):
                 self._sync_final(delivery)
 
+    def take_sending_logs(self) -> list[dict[str, Any]]:
+        """The status changes so far, for a caller that publishes them before the checkpoint."""
+        logs, self._out.sending_logs = self._out.sending_logs, []
+        return logs
+
     def take_output(self) -> Output:
         """Publish one complete KPI snapshot per changed delivery; reset the accumulators."""
         out, self._out = self._out, Output()

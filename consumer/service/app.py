@@ -155,7 +155,9 @@ class Service:
             runtime.consumed[topic] = msg.offset() + 1
         now = self._clock()
         for partition, events in batches.items():
-            self._apply(self._runtimes[partition], events)
+            runtime = self._runtimes[partition]
+            self._apply(runtime, events)
+            self._checkpointer.produce_sending_logs(runtime)
             self.metrics.event_age.observe(max(0.0, now - events[-1]["occurred_at"] / 1000))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
@@ -279,12 +281,14 @@ class Service:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("revoke").inc()
+        self._joined = False  # until the next assignment: a rebalance is under way
         self._checkpoint()  # finish and commit the work in hand while the partitions are still ours
         self._close_partitions({tp.partition for tp in partitions})
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Someone else may own them already: committing could overwrite their progress, so drop everything.
         self.metrics.rebalances.labels("lost").inc()
+        self._joined = False
         self._log.warning("partitions_lost", partitions=sorted({tp.partition for tp in partitions}))
         self._producer.abort_transaction(self.settings.grace_period_s)
         for runtime in self._runtimes.values():

@@ -102,13 +102,22 @@ class Checkpointer:
         self._on_published(published)
         self._metrics.checkpoint_seconds.observe(time.perf_counter() - started)
 
+    def produce_sending_logs(self, runtime: PartitionRuntime) -> None:
+        """Send the status changes as they happen, into the open transaction: the checkpoint then only has
+        the KPIs and the changelog left to produce, which keeps it, and the event-to-KPI latency, short."""
+        logs = runtime.processor.take_sending_logs()
+        produce, encode, topic = self._producer.produce, self._log_codec.encode, self._topics.sending_logs
+        for log in logs:
+            produce(topic, encode(log), log["delivery_id"].encode(), runtime.partition)
+        self._metrics.sending_logs_published.inc(len(logs))
+
     def _produce_outputs(self, partition: int, out: Output) -> None:
         produce = self._producer.produce
         for kpi in out.kpis:
             key = kpi["delivery_id"].encode()
             produce(self._topics.kpis, self._kpi_codec.encode(kpi), key, partition)
         encode_log = self._log_codec.encode
-        for log in out.sending_logs:
+        for log in out.sending_logs:  # those of the validity end and of compute-stats, made at the checkpoint
             produce(self._topics.sending_logs, encode_log(log), log["delivery_id"].encode(), partition)
 
     def _produce_changelog(self, partition: int, changes: dict[bytes, bytes | None]) -> _NextOffset:

@@ -9,7 +9,7 @@ replayed anyway. Deliveries' counters are then recomputed from their messages by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from consumer.core.status import Bounce, MessageState
 from consumer.state import records
@@ -49,17 +49,18 @@ def merge(key: bytes, current: bytes | None, incoming: bytes | None) -> bytes | 
     return incoming
 
 
-def apply_changelog(store: PartitionStore, batch: Iterable[tuple[bytes, bytes | None, int]], touched: set[str]) -> int:
+def apply_changelog(store: PartitionStore, batch: list[tuple[bytes, bytes | None, int]], touched: set[str]) -> int:
     """Merge (key, value, offset) records into the store; add the deliveries they touch. Returns the count."""
-    staged: dict[bytes, bytes | None] = {}
-    last_offset = -1
-    for key, value, offset in batch:
-        current = staged[key] if key in staged else store.get(key)
-        staged[key] = merge(key, current, value)
-        last_offset = offset
+    if not batch:
+        return 0
+    keys = list({key: None for key, _, _ in batch})
+    staged: dict[bytes, bytes | None] = dict(zip(keys, store.get_many(keys), strict=True))
+    for key, value, _ in batch:
+        current = staged[key]
+        staged[key] = value if current is None or current == value else merge(key, current, value)
+    for key in keys:
         delivery_id = records.delivery_of(key)
         if delivery_id is not None:
             touched.add(delivery_id)
-    if last_offset >= 0:
-        store.write(staged, {CHANGELOG_OFFSET: last_offset + 1})
-    return len(staged)
+    store.write(staged, {CHANGELOG_OFFSET: batch[-1][2] + 1})
+    return len(batch)

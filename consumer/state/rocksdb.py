@@ -41,6 +41,9 @@ class RocksDBStore(PartitionStore):
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return self._db.get(keys)  # one multi-get: restores read many keys at once
+
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
         it.seek(prefix)

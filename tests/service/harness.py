@@ -175,8 +175,16 @@ def wait_http(port: int, path: str, status: int = 200, timeout_s: float = 60.0) 
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
+    """SIGTERM, and the exit code; a failure shows the end of the instance's log."""
     process.send_signal(signal.SIGTERM)
-    return process.wait(timeout_s)
+    code = process.wait(timeout_s)
+    if code != 0:
+        log = Path(process.args[process.args.index("--state-dir") + 1]).parent / (
+            process.args[process.args.index("--instance-id") + 1] + ".log"
+        )
+        tail = log.read_text()[-3000:] if log.exists() else "(no log)"
+        raise AssertionError(f"instance exited with {code}; its log ends:\n{tail}")
+    return code
 
 
 def as_json(body: bytes) -> Any:
