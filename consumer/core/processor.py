@@ -102,9 +102,9 @@ class PartitionProcessor:
         """Compute stats: the delivery's counters summed again from its messages' statuses."""
         delivery = self._deliveries[delivery_id]
         counters = KpiCounters()
-        for _, message in self._state.messages(delivery_id):
+        for message, count in self._state.message_groups(delivery_id):
             status = message_status(message.facts, delivery.efs, delivery.final)
-            counters.add(contribution(message, status), 1)
+            counters.add(contribution(message, status), count)
         for kind in self._state.engagements(delivery_id):
             total = _ENGAGEMENT_TOTAL[kind]
             setattr(counters, total, getattr(counters, total) + 1)

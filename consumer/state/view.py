@@ -7,6 +7,7 @@ byte changes to the checkpoint, which writes them to the changelog and the store
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from consumer.core.delivery import DeliveryState
@@ -54,6 +55,18 @@ class StateView:
         for (owner, message_id), message in list(self._messages.items()):
             if owner == delivery_id and message_id not in stored:
                 yield message_id, message
+
+    def message_groups(self, delivery_id: str) -> Iterator[tuple[MessageState, int]]:
+        # Most messages share one of a few plain values ("facts changes"): decode each distinct value once.
+        staged = {key: message for key, message in self._messages.items() if key[0] == delivery_id}
+        stored: Counter[bytes] = Counter()
+        for key, value in self._store.scan(records.messages_prefix(delivery_id)):
+            if not staged or (delivery_id, records.split_key(key)[2]) not in staged:
+                stored[value] += 1
+        for value, count in stored.items():
+            yield records.decode_message(value), count
+        for message in staged.values():
+            yield message, 1
 
     # -- deliveries, engagements, watermark ---------------------------------------------
     def deliveries(self) -> Iterable[DeliveryState]:
