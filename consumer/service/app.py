@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -301,6 +302,9 @@ class Service:
             for delivery_id in runtime.processor.delivery_ids():
                 self._kpis.pop(delivery_id, None)
             self._stores.release(runtime.store)
+            for topic in self.settings.topics.inputs:  # the new owner reports this partition's lag now
+                with contextlib.suppress(KeyError):
+                    self.metrics.consumer_lag.remove(topic, str(partition))
         self.metrics.assigned_partitions.set(len(self._runtimes))
 
     # -- observation -----------------------------------------------------------------------------------------

@@ -57,33 +57,20 @@ def _run(efs: bool, kinds: list[str], validity_over: bool) -> dict:
     return {kpi["delivery_id"]: kpi for kpi in p.take_output().kpis}["d"]
 
 
+ROWS = [(False, *row) for row in WITHOUT_EFS] + [(True, *row) for row in WITH_EFS]
+
+
 @pytest.mark.parametrize(
-    ("row", "kinds", "over", "status", "delivered", "bounces"), WITHOUT_EFS, ids=[r[0] for r in WITHOUT_EFS]
+    ("efs", "row", "kinds", "over", "status", "delivered", "bounces"),
+    ROWS,
+    ids=[f"{'efs' if r[0] else 'no efs'}: {r[1]}" for r in ROWS],
 )
-def test_without_efs(row, kinds, over, status, delivered, bounces):
-    kpi = _run(False, kinds, over)
-    assert (kpi["sent"], kpi["failed"], kpi["pending"]) == (
-        status == SENT,
-        status == FAILED,
-        status == PENDING,
-    )
+def test_seed_table_row(efs, row, kinds, over, status, delivered, bounces):
+    kpi = _run(efs, kinds, over)
+    assert (kpi["sent"], kpi["failed"], kpi["pending"]) == (status == SENT, status == FAILED, status == PENDING)
     assert kpi["delivered_pct"] == delivered
     assert kpi["bounces_errors_pct"] == bounces
     assert kpi["final"] == over
-
-
-@pytest.mark.parametrize(
-    ("row", "kinds", "over", "status", "delivered", "bounces"), WITH_EFS, ids=[r[0] for r in WITH_EFS]
-)
-def test_with_efs(row, kinds, over, status, delivered, bounces):
-    kpi = _run(True, kinds, over)
-    assert (kpi["sent"], kpi["failed"], kpi["pending"]) == (
-        status == SENT,
-        status == FAILED,
-        status == PENDING,
-    )
-    assert kpi["delivered_pct"] == delivered
-    assert kpi["bounces_errors_pct"] == bounces
 
 
 def test_without_efs_delivered_starts_at_100_and_falls_with_bounces():

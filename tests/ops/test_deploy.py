@@ -1,69 +1,240 @@
-"""The deploy/ files agree with the code: metric names exist, probes and settings are the service's own."""
+"""deploy/ agrees with the code: promtool accepts the Prometheus files, every metric an alert or a panel queries is
+one the service exports, and the compose and Kubernetes manifests configure the service the way it reads its flags."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import generate_latest
 
+from consumer.cli.options import env_name
+from consumer.cli.run import add_run_flags
 from consumer.ops.metrics import Metrics
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count")}
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sendtrack.json"
+METRIC = re.compile(r"\bsendtrack_[a-z_]+")
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+}
 
 
+# -- promtool ------------------------------------------------------------------------------------------------
+def promtool(*args: str | Path) -> str:
+    binary = shutil.which("promtool")
+    if binary is None:  # CI installs it: a missing promtool is a broken environment, not a reason to skip
+        pytest.fail("promtool not found: apt-get install -y prometheus (Debian/Ubuntu) or put promtool on PATH")
+    done = subprocess.run([binary, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"promtool {' '.join(map(str, args))} failed:\n{output}"
+    return output
+
+
+def test_promtool_accepts_the_prometheus_config_and_its_rule_file():
+    output = promtool("check", "config", PROMETHEUS / "prometheus.yml")
+    assert "1 rule files found" in output  # alerts.yml, resolved next to prometheus.yml
+
+
+def test_promtool_accepts_the_alerting_rules():
+    promtool("check", "rules", PROMETHEUS / "alerts.yml")
+
+
+def test_alerting_rules_pass_their_promtool_unit_tests():
+    promtool("test", "rules", PROMETHEUS / "alerts.test.yml")
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path):
+    # promtool has no PromQL linter of its own: wrap every panel query in a recording rule and check those.
+    exprs = [expr.replace("$__rate_interval", "5m") for expr in dashboard_exprs()]
+    rules = {
+        "groups": [{"name": "dashboard", "rules": [{"record": f"panel:{i}", "expr": e} for i, e in enumerate(exprs)]}]
+    }
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    promtool("check", "rules", path)
+
+
+# -- metric names --------------------------------------------------------------------------------------------
 def exported_names() -> set[str]:
+    """Every series name a scrape of a fresh instance can show, also for labelled metrics that have no child yet."""
     names = set()
     for line in generate_latest(Metrics().registry).decode().splitlines():
         if line.startswith("# TYPE "):
-            _, _, name, kind = line.split()  # counters are typed with their _total name already
-            names |= {name + suffix for suffix in _SUFFIXES.get(kind, ("",))}
+            _, _, name, kind = line.split()
+            stem = name.removesuffix("_total") if kind == "counter" else name
+            names |= {stem + suffix for suffix in _SUFFIXES.get(kind, ("",))}
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     return names
 
 
-def used_names() -> set[str]:
-    text = (DEPLOY / "prometheus" / "alerts.yml").read_text()
-    text += (DEPLOY / "grafana" / "dashboards" / "sendtrack.json").read_text()
-    return set(re.findall(r"sendtrack_[a-z_]+", text))
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
 
 
-def test_alerts_and_dashboard_use_only_metrics_the_service_exports():
-    used = used_names()
-    assert len(used) >= 8
-    assert used <= exported_names(), used - exported_names()
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "sendtrack.json").read_text())
-    assert all(panel["targets"][0]["expr"] for panel in dashboard["panels"])
+def alert_rules() -> dict[str, str]:
+    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
 
 
-def test_kubernetes_and_compose_run_the_service_as_it_expects():
-    documents = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "sendtrack.yaml").read_text()))
-    [statefulset] = [d for d in documents if d["kind"] == "StatefulSet"]
-    [container] = statefulset["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e for e in container["env"]}
-    assert {"SENDTRACK_BOOTSTRAP_SERVERS", "SENDTRACK_INSTANCE_ID"} <= set(env)
+def test_exported_names_follow_the_client_naming():
+    names = exported_names()
+    assert {"sendtrack_events_total", "sendtrack_consumer_lag", "sendtrack_batch_processing_seconds_bucket"} <= names
+    assert "sendtrack_events" not in names and "sendtrack_batch_processing_seconds" not in names
+
+
+@pytest.mark.parametrize(
+    "path", [PROMETHEUS / "alerts.yml", PROMETHEUS / "alerts.test.yml", DASHBOARD], ids=lambda p: p.name
+)
+def test_every_queried_metric_is_exported(path: Path):
+    used = set(METRIC.findall(path.read_text()))
+    assert used, f"no sendtrack_ metric in {path}"
+    unknown = used - exported_names()
+    assert not unknown, f"{path.name} queries metrics the service does not export: {sorted(unknown)}"
+
+
+def test_alerts_cover_what_operators_must_hear_about():
+    used = " ".join(alert_rules().values())
+    for needed in (
+        "sendtrack_consumer_lag",
+        "sendtrack_dlq_records_total",
+        "sendtrack_checkpoint_failures_total",
+        "sendtrack_compute_stats_mismatches_total",
+        "sendtrack_assigned_partitions",
+        "sendtrack_batch_processing_seconds_bucket",
+        'up{job="sendtrack"}',
+    ):
+        assert needed in used, needed
+
+
+def test_dashboard_shows_the_service_at_a_glance():
+    used = set(METRIC.findall(" ".join(dashboard_exprs())))
+    assert {
+        "sendtrack_events_total",
+        "sendtrack_status_transitions_total",
+        "sendtrack_consumer_lag",
+        "sendtrack_dlq_records_total",
+        "sendtrack_checkpoint_seconds_bucket",
+        "sendtrack_batch_processing_seconds_bucket",
+        "sendtrack_assigned_partitions",
+        "sendtrack_kpi_records_published_total",
+        "sendtrack_state_restore_seconds_sum",
+    } <= used
+    datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    uids = {source["uid"] for source in datasource["datasources"]}
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert {panel["datasource"]["uid"] for panel in panels} <= uids
+    assert len({panel["id"] for panel in panels}) == len(panels)
+
+
+# -- compose and Kubernetes ----------------------------------------------------------------------------------
+def run_flag_env_names() -> set[str]:
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser, bootstrap_required=False)
+    return {env_name(flag) for action in parser._actions for flag in action.option_strings if flag.startswith("--")}
+
+
+def check_sendtrack_env(env: dict[str, Any]) -> None:
+    assert env.get("SENDTRACK_BOOTSTRAP_SERVERS"), "SENDTRACK_BOOTSTRAP_SERVERS is required"
+    known = run_flag_env_names()
+    for name in env:
+        if name.startswith("SENDTRACK_KAFKA_"):
+            # passed through to librdkafka; only security settings are accepted
+            assert name.removeprefix("SENDTRACK_KAFKA_").lower().startswith(("security_protocol", "sasl_", "ssl_"))
+        else:
+            assert name in known, f"{name} is not a `sendtrack run` flag"
+
+
+def as_env(environment: dict[str, Any] | list[str]) -> dict[str, Any]:
+    if isinstance(environment, list):
+        return dict(item.split("=", 1) for item in environment)
+    return environment
+
+
+def test_compose_runs_two_instances_of_one_group_against_a_transaction_ready_broker():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    instances = {
+        name: service
+        for name, service in services.items()
+        if service.get("build", {}).get("dockerfile") == "deploy/Dockerfile"
+    }
+    assert len(instances) == 2
+    envs = {name: as_env(service["environment"]) for name, service in instances.items()}
+    for env in envs.values():
+        check_sendtrack_env(env)
+    assert len({env["SENDTRACK_INSTANCE_ID"] for env in envs.values()}) == 2
+    assert len({env.get("SENDTRACK_GROUP_ID", "sendtrack") for env in envs.values()}) == 1
+    creators = [name for name, service in instances.items() if "--create-topics" in service.get("command", [])]
+    assert len(creators) == 1
+    command = instances[creators[0]]["command"]
+    assert command[command.index("--partitions") + 1] == "8"
+    for name, service in instances.items():
+        grace = float(envs[name].get("SENDTRACK_GRACE_PERIOD", 30))
+        assert float(service["stop_grace_period"].removesuffix("s")) > grace
+
+    kafka = as_env(services["kafka"]["environment"])
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for setting in ("OFFSETS_TOPIC_REPLICATION_FACTOR", "TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+        assert kafka[f"KAFKA_{setting}"] == "1"
+    assert kafka["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
+    assert all(
+        env["SENDTRACK_BOOTSTRAP_SERVERS"] == kafka["KAFKA_ADVERTISED_LISTENERS"].split("//")[1]
+        for env in envs.values()
+    )
+
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "sendtrack"]
+    targets = {target for static in job["static_configs"] for target in static["targets"]}
+    assert targets == {f"{name}:8080" for name in instances}
+
+
+def test_image_health_check_uses_healthz():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    healthcheck = next(
+        line for line in dockerfile.splitlines() if line.lstrip().startswith("CMD") and "urlopen" in line
+    )
+    assert "/healthz" in healthcheck
+    assert 'ENTRYPOINT ["sendtrack"]' in dockerfile and 'CMD ["run"]' in dockerfile
+
+
+def test_kubernetes_statefulset_gives_stable_ids_state_volumes_and_probes():
+    documents = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "sendtrack.yaml").read_text()) if d]
+    kinds = {d["kind"]: d for d in documents}
+    statefulset, service = kinds["StatefulSet"], kinds["Service"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+
+    pod = statefulset["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    check_sendtrack_env({name: item.get("value") or item.get("valueFrom") for name, item in env.items()})
     assert env["SENDTRACK_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["SENDTRACK_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]
+
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    grace = statefulset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > int(env["SENDTRACK_GRACE_PERIOD"]["value"])
+    assert pod["spec"]["terminationGracePeriodSeconds"] > float(env["SENDTRACK_GRACE_PERIOD"]["value"])
 
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    instances = [s for name, s in compose["services"].items() if name.startswith("sendtrack")]
-    assert len(instances) == 2
-    ids = {s["environment"]["SENDTRACK_INSTANCE_ID"] for s in instances}
-    assert len(ids) == 2 and all(s["environment"]["SENDTRACK_BOOTSTRAP_SERVERS"] for s in instances)
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == env["SENDTRACK_STATE_DIR"]["value"]
 
-
-def test_prometheus_config_and_rules_are_valid():
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is missing: install Debian's prometheus package (.ci/run does)")
-    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"]):
-        checked = subprocess.run([promtool, *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True)
-        assert checked.returncode == 0, checked.stdout + checked.stderr
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert int(annotations["prometheus.io/port"]) == ports["http"] == int(env["SENDTRACK_HTTP_PORT"]["value"])
