@@ -100,7 +100,15 @@ class Checkpointer:
             runtime.consumed.clear()
             self._count(out)
         self._on_published(published)
-        self._metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self._metrics.checkpoint_seconds.observe(seconds)
+        if seconds > self._interval_s / 4:  # it delays every KPI behind it: worth a line
+            self._log.warning(
+                "slow_checkpoint",
+                seconds=round(seconds, 3),
+                partitions=len(staged),
+                changelog_records=sum(len(changes) for _, changes, _, _ in staged),
+            )
 
     def produce_sending_logs(self, runtime: PartitionRuntime) -> None:
         """Send the status changes as they happen, into the open transaction: the checkpoint then only has
