@@ -215,9 +215,10 @@ class Service:
         self._log.warning("consume_error", error=str(error))
 
     # -- checkpoint ------------------------------------------------------------------------------------------
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, advance_clock: bool = True) -> None:
+        now_ms = int(self._clock() * 1000) if advance_clock else None
         try:
-            self._checkpointer.run(list(self._runtimes.values()), int(self._clock() * 1000))
+            self._checkpointer.run(list(self._runtimes.values()), now_ms)
         except KafkaException as exc:
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if error is not None and error.fatal():
@@ -283,7 +284,9 @@ class Service:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("revoke").inc()
         self._joined = False  # until the next assignment: a rebalance is under way
-        self._checkpoint()  # finish and commit the work in hand while the partitions are still ours
+        # Finish and commit the work in hand while the partitions are still ours. While closing, the work was
+        # committed just before and the group is being left: no new time-driven output (the next owner makes it).
+        self._checkpoint(advance_clock=not self._stopping.is_set())
         self._close_partitions({tp.partition for tp in partitions})
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

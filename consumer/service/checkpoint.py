@@ -69,14 +69,16 @@ class Checkpointer:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self._interval_s
 
-    def run(self, runtimes: Iterable[PartitionRuntime], now_ms: int) -> None:
-        """Checkpoint every runtime; raises KafkaException if the outputs or the commit failed."""
+    def run(self, runtimes: Iterable[PartitionRuntime], now_ms: int | None) -> None:
+        """Checkpoint every runtime (moving its clock to now_ms first, if given); raises KafkaException if the
+        outputs or the commit failed."""
         started = time.perf_counter()
         self._last = time.monotonic()
         staged = []
         published: list[dict[str, Any]] = []
         for runtime in runtimes:
-            runtime.processor.advance_clock(now_ms)
+            if now_ms is not None:
+                runtime.processor.advance_clock(now_ms)
             out = runtime.processor.take_output()
             changes = runtime.view.stage()
             if not (changes or runtime.consumed or out.kpis or out.sending_logs):
