@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import signal
 import tempfile
 import threading
 import time
@@ -34,8 +35,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(log_format="console", session_timeout_ms=6_000, store="memory")
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def command(args: argparse.Namespace) -> int:
     logs.configure(json=False, level="WARNING")
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a supervisor: both end the demo cleanly
+        signal.signal(sig, _interrupt)
     with contextlib.ExitStack() as stack:
         if not args.bootstrap_servers:
             from consumer.kafka.embedded import EmbeddedBroker
