@@ -31,11 +31,13 @@ import confluent_kafka
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from consumer.cli.run import argv
 from consumer.cli.workload import Workload, WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT
 from consumer.kafka.admin import ensure_topics
 from consumer.kafka.topics import Topics
+from consumer.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent
 Encoded = list[tuple[bytes, bytes]]
@@ -74,32 +76,19 @@ class Bench:
     # -- processes -------------------------------------------------------------------------------------
     def start_service(self, topics: Topics, scenario: Scenario, instance: str, group: str) -> tuple[Any, int]:
         port = _free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "consumer.cli.main",
-            "run",
-            "--bootstrap-servers",
-            self.bootstrap,
-            "--group-id",
-            group,
-            "--instance-id",
-            instance,
-            "--state-dir",
-            str(self.workdir / instance),
-            "--store",
-            scenario.store,
-            "--processing-guarantee",
-            scenario.guarantee,
-            "--http-port",
-            str(port),
-            "--session-timeout-ms",
-            "6000",
-        ]
-        for name, topic in vars(topics).items():
-            args += [f"--topic-{name.replace('_', '-')}", topic]
+        settings = Settings(
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            instance_id=instance,
+            state_dir=self.workdir / instance,
+            store=scenario.store,
+            processing_guarantee=scenario.guarantee,
+            http_port=port,
+            session_timeout_ms=6_000,
+            topics=topics,
+        )
         log = open(self.workdir / f"{instance}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv(settings), stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process, port
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -65,6 +66,44 @@ def settings_from(args: argparse.Namespace) -> Settings:
         topics=Topics(**{topic.name: getattr(args, f"topic_{topic.name}") for topic in fields(Topics)}),
         **extra,
     )
+
+
+def argv(settings: Settings) -> list[str]:
+    """The command line that starts an instance with these settings (how tests and the benchmark spawn them)."""
+    line = [
+        sys.executable,
+        "-m",
+        "consumer.cli.main",
+        "run",
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--group-id",
+        settings.group_id,
+        "--instance-id",
+        settings.instance_id,
+        "--state-dir",
+        str(settings.state_dir),
+        "--store",
+        settings.store,
+        "--http-port",
+        str(-1 if settings.http_port is None else settings.http_port),
+        "--processing-guarantee",
+        settings.processing_guarantee,
+        "--commit-interval",
+        str(settings.commit_interval_s),
+        "--grace-period",
+        str(settings.grace_period_s),
+        "--session-timeout-ms",
+        str(settings.session_timeout_ms),
+        "--partitions",
+        str(settings.partitions),
+    ]
+    line += ["--efs-default"] * settings.efs_default + ["--create-topics"] * settings.create_topics
+    for topic in fields(Topics):
+        line += [f"--topic-{topic.name.replace('_', '-')}", getattr(settings.topics, topic.name)]
+    for name, value in settings.security.items():
+        line += ["--kafka", f"{name}={value}"]
+    return line
 
 
 def command(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -20,12 +19,14 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.cli.kpis import read_latest
 from consumer.cli.produce import send
+from consumer.cli.run import argv
 from consumer.cli.workload import Workload
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT, SENDING_LOG
 from consumer.kafka.admin import ensure_topics
 from consumer.kafka.config import reader_config
 from consumer.kafka.topics import Topics
+from consumer.service.settings import Settings
 
 _names = itertools.count()
 SESSION_TIMEOUT_MS = 6_000  # the embedded broker joins groups in about half of it
@@ -73,35 +74,21 @@ class Pipeline:
         http_port: int = -1,
         commit_interval: float = 0.5,
     ) -> list[str]:
-        args = [
-            sys.executable,
-            "-m",
-            "consumer.cli.main",
-            "run",
-            "--bootstrap-servers",
-            self.bootstrap,
-            "--group-id",
-            self.group,
-            "--instance-id",
-            instance,
-            "--state-dir",
-            str(self.workdir / f"state-{instance}"),
-            "--store",
-            store,
-            "--processing-guarantee",
-            guarantee,
-            "--http-port",
-            str(http_port),
-            "--commit-interval",
-            str(commit_interval),
-            "--session-timeout-ms",
-            str(SESSION_TIMEOUT_MS),
-            "--grace-period",
-            "20",
-        ]
-        for field, name in vars(self.topics).items():
-            args += [f"--topic-{field.replace('_', '-')}", name]
-        return args
+        return argv(
+            Settings(
+                bootstrap_servers=self.bootstrap,
+                group_id=self.group,
+                instance_id=instance,
+                state_dir=self.workdir / f"state-{instance}",
+                store=store,
+                processing_guarantee=guarantee,
+                http_port=http_port,
+                commit_interval_s=commit_interval,
+                grace_period_s=20,
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                topics=self.topics,
+            )
+        )
 
     def start(self, instance: str, **kwargs: Any) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{instance}.log", "ab")  # noqa: SIM115 - closed by the process's end
