@@ -25,7 +25,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def read_latest(base: dict[str, Any], topic: str, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
-    """Read the topic to its end; the record with the highest version wins per delivery."""
+    """Read the topic to its end; per delivery the highest version wins, and at equal versions the later
+    record (on a broker that shows a crashed instance's unfinished transaction, its snapshot comes first)."""
     consumer = Consumer(reader_config(base, "sendtrack-kpis-reader"))
     codec = AvroCodec.named(DELIVERY_KPI)
     latest: dict[str, dict[str, Any]] = {}
@@ -47,7 +48,7 @@ def read_latest(base: dict[str, Any], topic: str, timeout_s: float = 30.0) -> di
                     raise RuntimeError(f"reading {topic}: {error}")
                 kpi = codec.decode(msg.value())
                 current = latest.get(kpi["delivery_id"])
-                if current is None or kpi["version"] > current["version"]:
+                if current is None or kpi["version"] >= current["version"]:
                     latest[kpi["delivery_id"]] = kpi
     finally:
         consumer.close()

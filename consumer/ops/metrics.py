@@ -39,7 +39,7 @@ class Metrics:
         )
         self.event_age = Histogram(
             "sendtrack_event_age_seconds",
-            "Event time to processing (the newest event of each partition batch)",
+            "Event time to processing (the last event of each partition batch)",
             buckets=_AGE_BUCKETS,
             registry=r,
         )
