@@ -53,6 +53,7 @@ class PartitionProcessor:
         self._deliveries = {d.delivery_id: d for d in state.deliveries()}
         self._time = state.watermark()  # max(event-time watermark, wall clock seen)
         self._watermark = self._time
+        self._stored_watermark = self._watermark
         self._dirty: set[str] = set()
         self._out = Output()
 
@@ -88,7 +89,9 @@ class PartitionProcessor:
             self._state.put_delivery(delivery)
             out.kpis.append(kpi_record(delivery))
         self._dirty.clear()
-        self._state.put_watermark(self._watermark)
+        if self._watermark != self._stored_watermark:  # an idle partition stages nothing
+            self._state.put_watermark(self._watermark)
+            self._stored_watermark = self._watermark
         return out
 
     # -- queries -----------------------------------------------------------------------

@@ -11,6 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from consumer.cli.workload import Workload, WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
@@ -69,19 +71,23 @@ def assert_exact(pipeline: Pipeline, workload: Workload) -> None:
         assert len(seen) - len(set(seen)) <= 8, (delivery_id, seen)
 
 
-def test_kill_minus_nine_at_random_moments_changes_nothing(kafka, tmp_path):
-    workload = generate(WorkloadSpec.ending_now(deliveries=16, messages=5_000, ended=4, seed=3))
-    assert workload.size > 200_000
+@pytest.mark.parametrize(
+    ("store", "guarantee", "messages", "kills"),
+    [("rocksdb", "exactly-once", 5_000, 4), ("memory", "at-least-once", 2_000, 3)],
+)
+def test_kill_minus_nine_at_random_moments_changes_nothing(kafka, tmp_path, store, guarantee, messages, kills):
+    workload = generate(WorkloadSpec.ending_now(deliveries=16, messages=messages, ended=4, seed=3))
+    assert workload.size > 40 * messages
     pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
     pipeline.produce_workload(workload)
     rnd = random.Random(42)
-    for attempt in range(4):
-        service = pipeline.start("crashy")
+    for attempt in range(kills):
+        service = pipeline.start("crashy", store=store, guarantee=guarantee)
         time.sleep(rnd.uniform(4.0, 9.0))  # join, restore, then die somewhere in the middle of the work
         assert service.poll() is None, f"attempt {attempt}: exited early with {service.returncode}"
         service.send_signal(signal.SIGKILL)
         service.wait()
-    service = pipeline.start("crashy")
+    service = pipeline.start("crashy", store=store, guarantee=guarantee)
     try:
         pipeline.wait_for_kpis(workload.expected, timeout_s=240, processes=[service])
         assert_exact(pipeline, workload)

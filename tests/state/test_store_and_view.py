@@ -5,6 +5,7 @@ from consumer.core.status import Bounce, MessageState
 from consumer.state import records
 from consumer.state.memory import MemoryStore
 from consumer.state.view import StateView
+from tests.core.builders import mta, processor
 
 
 def test_message_and_delivery_records_roundtrip():
@@ -46,3 +47,13 @@ def test_view_stages_each_change_once_and_reads_its_own_writes():
     fresh.put_message("d", "m2", MessageState(1, 1))
     assert sorted(mid for mid, _ in fresh.messages("d")) == ["m1", "m2"]
     assert list(fresh.engagements("d")) == ["OPEN"]
+
+
+def test_an_idle_partition_stages_nothing():
+    p = processor()
+    p.apply([mta("d", "m", "RELAYED", at=5)])
+    p.take_output()
+    assert p._state.stage()  # the message, the delivery and the watermark
+    p.advance_clock(6)
+    p.take_output()
+    assert p._state.stage() == {}  # nothing to write, so a checkpoint has nothing to commit
