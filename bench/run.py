@@ -405,6 +405,8 @@ def machine() -> dict[str, Any]:
     versions["librdkafka"] = confluent_kafka.libversion()[0]
     versions["python"] = platform.python_version()
     versions["broker"] = "Tansu 0.6.0 (embedded, memory storage)"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    versions["sendtrack_commit"] = commit.stdout.strip() or "unknown"
     return {
         "cpus": os.cpu_count(),
         "cpu": cpu,
