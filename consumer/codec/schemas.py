@@ -33,10 +33,6 @@ class Schema:
     plain: Any  # the same without logical types: timestamps stay epoch millis, and it is faster
     fingerprint: bytes  # CRC-64-AVRO of the parsing canonical form
 
-    @property
-    def field_names(self) -> list[str]:
-        return [f["name"] for f in self.definition["fields"]]
-
 
 def _without_logical_types(node: Any) -> Any:
     if isinstance(node, dict):

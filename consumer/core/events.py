@@ -56,7 +56,3 @@ RELAY_PROOF = int(
 ENGAGED = int(Fact.OPEN | Fact.CLICK)
 # Proof the message reached the mailbox: a delivery or engagement.
 DELIVERY_PROOF = int(Fact.DELIVERED) | ENGAGED
-
-
-def is_mta_event(event: Event) -> bool:
-    return "message_id" in event

@@ -5,17 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from consumer.core.events import DELIVERY_PROOF, RELAY_PROOF, Fact
+from consumer.core.events import DELIVERY_PROOF, ENGAGED, RELAY_PROOF, Fact
 
 PENDING = "PENDING"
 SENT = "SENT"
 FAILED = "FAILED"
-STATUSES = (PENDING, SENT, FAILED)
 
 _HARD = int(Fact.HARD_BOUNCE)
 _SOFT = int(Fact.SOFT_BOUNCE)
 _EXHAUSTED = int(Fact.RETRIES_EXHAUSTED)
-_ENGAGED = int(Fact.OPEN | Fact.CLICK)
 _CLICK = int(Fact.CLICK)
 _COMPLAINT = int(Fact.COMPLAINT)
 # Once one of these is seen, the end of the validity period can no longer change the status.
@@ -90,7 +88,7 @@ def contribution(message: MessageState, status: str | None) -> Contribution:
     sent = status == SENT
     return Contribution(
         status,
-        sent and bool(facts & _ENGAGED),  # a click implies an open
+        sent and bool(facts & ENGAGED),  # a click implies an open
         sent and bool(facts & _CLICK),
         bool(facts & _COMPLAINT),
         failure_reason(message) if status == FAILED else None,

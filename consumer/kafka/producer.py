@@ -84,10 +84,6 @@ class OutputProducer:
             self._in_transaction = False
             self._producer.abort_transaction(timeout)
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._in_transaction
-
     def poll(self) -> None:
         self._producer.poll(0)
 
