@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from consumer.cli.produce import send
 from consumer.cli.run import argv
 from consumer.cli.workload import Workload, WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
@@ -114,13 +115,8 @@ class Bench:
                 "enable.idempotence": True,
             }
         )
-        for topic, records in ((topics.deliveries, deliveries), (topics.mta_events, mta)):
-            for key, value in records:
-                try:
-                    producer.produce(topic, value, key)
-                except BufferError:
-                    producer.poll(0.05)
-                    producer.produce(topic, value, key)
+        send(producer, topics.deliveries, deliveries)
+        send(producer, topics.mta_events, mta)
         producer.flush(60)
 
     def kpi_reader(self, topics: Topics) -> KpiReader:
@@ -141,8 +137,6 @@ class KpiReader:
                 "isolation.level": "read_committed",
             }
         )
-        from confluent_kafka import TopicPartition
-
         self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         self._codec = AvroCodec.named(DELIVERY_KPI)
         self.latest: dict[str, dict[str, Any]] = {}

@@ -84,13 +84,14 @@ def _feed_and_watch(args: argparse.Namespace, service: Service) -> int:
             for d, e in workload.expected.items()
         )
         if done and not feeder.is_alive():
+            exact = _exact(kpis, workload)
             print(
                 "all events processed; the KPIs match the generator's ground truth."
-                if _exact(kpis, workload)
+                if exact
                 else "processed, but the KPIs differ from the ground truth!"
             )
             if args.once:
-                return 0 if _exact(kpis, workload) else 1
+                return 0 if exact else 1
         time.sleep(0.5)
 
 

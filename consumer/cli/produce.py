@@ -13,6 +13,7 @@ from consumer.codec.avro import AvroCodec
 from consumer.codec.errors import InvalidEvent
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.codec.validation import parse_json_event
+from consumer.kafka.producer import produce_waiting
 from consumer.kafka.topics import Topics
 
 SCHEMA_OF_TOPIC = {Topics.deliveries: DELIVERY_EVENT, Topics.mta_events: MTA_EVENT}
@@ -42,12 +43,7 @@ def encode_lines(lines: Iterable[str], codec: AvroCodec) -> tuple[list[tuple[byt
 
 def send(producer: Producer, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
     for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:  # local queue full
-                producer.poll(0.1)
+        produce_waiting(producer, topic, value, key)
 
 
 def command(args: argparse.Namespace) -> int:

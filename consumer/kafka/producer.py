@@ -10,6 +10,18 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 Headers = list[tuple[str, bytes]]
 
 
+def produce_waiting(
+    producer: Producer, topic: str, value: bytes | None, key: bytes | None, *args: Any, **kwargs: Any
+) -> None:
+    """Producer.produce that waits while the local queue is full, letting librdkafka send meanwhile."""
+    while True:
+        try:
+            producer.produce(topic, value, key, *args, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 class DeliveryFailed(KafkaException):
     """An output record was not acknowledged: its input must not count as done."""
 
@@ -41,12 +53,7 @@ class OutputProducer:
             callback = self._also(on_delivery)
         else:
             callback = None if self.transactional else self._on_delivery
-        while True:
-            try:
-                self._producer.produce(topic, value, key, partition, on_delivery=callback, headers=headers)
-                return
-            except BufferError:  # local queue full: let librdkafka send, then retry
-                self._producer.poll(0.05)
+        produce_waiting(self._producer, topic, value, key, partition, on_delivery=callback, headers=headers)
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:

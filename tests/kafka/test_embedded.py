@@ -137,14 +137,18 @@ def test_consume_transform_produce_commits_output_and_offsets(broker: EmbeddedBr
     assert sorted(m.value() for m in output) == sorted(f"V{i}".encode() for i in range(RECORDS))
 
 
+def _open_transaction_on_every_partition(producer: Producer, topic: str, value: bytes) -> None:
+    producer.begin_transaction()
+    for p in range(PARTITIONS):
+        producer.produce(topic, value=value, partition=p)
+    assert producer.flush(TIMEOUT_S) == 0
+
+
 def test_read_committed_hides_open_transaction_until_commit(broker: EmbeddedBroker, admin: AdminClient) -> None:
     topic = _create_topic(admin, "open")
     producer = _txn_producer(broker)
     try:
-        producer.begin_transaction()
-        for p in range(PARTITIONS):
-            producer.produce(topic, value=b"pending", partition=p)
-        assert producer.flush(TIMEOUT_S) == 0
+        _open_transaction_on_every_partition(producer, topic, b"pending")
         # The records are on the broker (read_uncommitted sees them) but above the LSO.
         assert len(_read_all(broker, topic, "read_uncommitted", until=PARTITIONS, max_wait_s=TIMEOUT_S)) == PARTITIONS
         assert _read_all(broker, topic, "read_committed", until=1, max_wait_s=1.0) == []
@@ -162,10 +166,7 @@ def test_read_committed_skips_aborted_transaction(broker: EmbeddedBroker, admin:
     topic = _create_topic(admin, "abort")
     producer = _txn_producer(broker)
     try:
-        producer.begin_transaction()
-        for p in range(PARTITIONS):
-            producer.produce(topic, value=b"aborted", partition=p)
-        assert producer.flush(TIMEOUT_S) == 0
+        _open_transaction_on_every_partition(producer, topic, b"aborted")
         producer.abort_transaction(TIMEOUT_S)
         # A committed transaction after the abort tells the reader when it has read far enough.
         producer.begin_transaction()

@@ -71,6 +71,17 @@ def assert_exact(pipeline: Pipeline, workload: Workload) -> None:
         assert len(seen) - len(set(seen)) <= 8, (delivery_id, seen)
 
 
+def run_to_the_end(pipeline: Pipeline, workload: Workload, instance: str, timeout_s: float, **options: Any) -> None:
+    """Start an instance, let it finish the workload, check the outputs are exact, and stop it cleanly."""
+    service = pipeline.start(instance, **options)
+    try:
+        pipeline.wait_for_kpis(workload.expected, timeout_s=timeout_s, processes=[service])
+        assert_exact(pipeline, workload)
+        assert stop(service) == 0
+    finally:
+        service.kill()
+
+
 @pytest.mark.parametrize(
     ("store", "guarantee", "messages", "kills"),
     [("rocksdb", "exactly-once", 5_000, 4), ("memory", "at-least-once", 2_000, 3)],
@@ -87,13 +98,7 @@ def test_kill_minus_nine_at_random_moments_changes_nothing(kafka, tmp_path, stor
         assert service.poll() is None, f"attempt {attempt}: exited early with {service.returncode}"
         service.send_signal(signal.SIGKILL)
         service.wait()
-    service = pipeline.start("crashy", store=store, guarantee=guarantee)
-    try:
-        pipeline.wait_for_kpis(workload.expected, timeout_s=240, processes=[service])
-        assert_exact(pipeline, workload)
-        assert stop(service) == 0
-    finally:
-        service.kill()
+    run_to_the_end(pipeline, workload, "crashy", timeout_s=240, store=store, guarantee=guarantee)
 
 
 def test_scale_out_and_in_keeps_the_results_exact(kafka, tmp_path):
@@ -132,10 +137,4 @@ def test_sigterm_mid_stream_exits_cleanly_and_loses_nothing(kafka, tmp_path):
     assert stop(service, timeout_s=25) == 0
     assert time.monotonic() - started < 20  # the configured grace period
     assert '"event": "stopped"' in (tmp_path / "polite.log").read_text()
-    service = pipeline.start("polite", store="memory")
-    try:
-        pipeline.wait_for_kpis(workload.expected, timeout_s=120, processes=[service])
-        assert_exact(pipeline, workload)
-        assert stop(service) == 0
-    finally:
-        service.kill()
+    run_to_the_end(pipeline, workload, "polite", timeout_s=120, store="memory")
