@@ -4,10 +4,10 @@ one the service exports, and the compose and Kubernetes manifests configure the 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import shutil
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,22 @@ from prometheus_client import generate_latest
 from consumer.cli.options import env_name
 from consumer.cli.run import add_run_flags
 from consumer.ops.metrics import Metrics
+from tests.ops.deploy_files import (
+    ALERTS,
+    DASHBOARD,
+    DEPLOY,
+    METRIC,
+    PROMETHEUS,
+    SELECTOR,
+    alert_rules,
+    dashboard,
+    dashboard_exprs,
+    dashboard_variables,
+    interpolate,
+    promtool,
+    scrape_job,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-PROMETHEUS = DEPLOY / "prometheus"
-DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sendtrack.json"
-METRIC = re.compile(r"\bsendtrack_[a-z_]+")
 _SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -32,23 +42,13 @@ _SUFFIXES = {
 
 
 # -- promtool ------------------------------------------------------------------------------------------------
-def promtool(*args: str | Path) -> str:
-    binary = shutil.which("promtool")
-    if binary is None:  # CI installs it: a missing promtool is a broken environment, not a reason to skip
-        pytest.fail("promtool not found: apt-get install -y prometheus (Debian/Ubuntu) or put promtool on PATH")
-    done = subprocess.run([binary, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"promtool {' '.join(map(str, args))} failed:\n{output}"
-    return output
-
-
 def test_promtool_accepts_the_prometheus_config_and_its_rule_file():
     output = promtool("check", "config", PROMETHEUS / "prometheus.yml")
     assert "1 rule files found" in output  # alerts.yml, resolved next to prometheus.yml
 
 
 def test_promtool_accepts_the_alerting_rules():
-    promtool("check", "rules", PROMETHEUS / "alerts.yml")
+    promtool("check", "rules", ALERTS)
 
 
 def test_alerting_rules_pass_their_promtool_unit_tests():
@@ -57,7 +57,7 @@ def test_alerting_rules_pass_their_promtool_unit_tests():
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path):
     # promtool has no PromQL linter of its own: wrap every panel query in a recording rule and check those.
-    exprs = [expr.replace("$__rate_interval", "5m") for expr in dashboard_exprs()]
+    exprs = [interpolate(expr, rate_interval="1m") for expr in dashboard_exprs()]
     rules = {
         "groups": [{"name": "dashboard", "rules": [{"record": f"panel:{i}", "expr": e} for i, e in enumerate(exprs)]}]
     }
@@ -80,25 +80,13 @@ def exported_names() -> set[str]:
     return names
 
 
-def dashboard_exprs() -> list[str]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-
-
-def alert_rules() -> dict[str, str]:
-    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
-    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
-
-
 def test_exported_names_follow_the_client_naming():
     names = exported_names()
     assert {"sendtrack_events_total", "sendtrack_consumer_lag", "sendtrack_batch_processing_seconds_bucket"} <= names
     assert "sendtrack_events" not in names and "sendtrack_batch_processing_seconds" not in names
 
 
-@pytest.mark.parametrize(
-    "path", [PROMETHEUS / "alerts.yml", PROMETHEUS / "alerts.test.yml", DASHBOARD], ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", [ALERTS, PROMETHEUS / "alerts.test.yml", DASHBOARD], ids=lambda p: p.name)
 def test_every_queried_metric_is_exported(path: Path):
     used = set(METRIC.findall(path.read_text()))
     assert used, f"no sendtrack_ metric in {path}"
@@ -135,9 +123,20 @@ def test_dashboard_shows_the_service_at_a_glance():
     } <= used
     datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
     uids = {source["uid"] for source in datasource["datasources"]}
-    panels = json.loads(DASHBOARD.read_text())["panels"]
+    panels = dashboard()["panels"]
     assert {panel["datasource"]["uid"] for panel in panels} <= uids
     assert len({panel["id"] for panel in panels}) == len(panels)
+    assert {variable["datasource"]["uid"] for variable in dashboard_variables().values()} <= uids
+
+
+def test_dashboard_filters_every_series_by_its_job_and_instance_variables():
+    variables = dashboard_variables()
+    assert {"job", "instance"} <= variables.keys()
+    assert "$job" in variables["instance"]["definition"]  # the instances of the chosen job
+    assert variables["instance"]["includeAll"] and variables["instance"]["multi"]
+    for expr in dashboard_exprs():
+        for metric, matchers in SELECTOR.findall(expr):
+            assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, f"{metric} unfiltered in {expr}"
 
 
 # -- compose and Kubernetes ----------------------------------------------------------------------------------
@@ -197,9 +196,7 @@ def test_compose_runs_two_instances_of_one_group_against_a_transaction_ready_bro
         for env in envs.values()
     )
 
-    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
-    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "sendtrack"]
-    targets = {target for static in job["static_configs"] for target in static["targets"]}
+    targets = {target for static in scrape_job()["static_configs"] for target in static["targets"]}
     assert targets == {f"{name}:8080" for name in instances}
 
 
@@ -238,3 +235,41 @@ def test_kubernetes_statefulset_gives_stable_ids_state_volumes_and_probes():
     assert annotations["prometheus.io/scrape"] == "true"
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert int(annotations["prometheus.io/port"]) == ports["http"] == int(env["SENDTRACK_HTTP_PORT"]["value"])
+
+
+# -- schemas: the Kubernetes API's and the compose specification's, bundled with the validators (offline) ---------
+def validate(tool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", tool, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def validate_kubernetes(path: Path) -> subprocess.CompletedProcess[str]:
+    # --strict: a misspelt or misplaced field is an error, not silently ignored as the API server would
+    return validate("kubernetes_validate", "--strict", "--quiet", path)
+
+
+def validate_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    return validate("check_jsonschema", "--builtin-schema", "vendor.compose-spec", path)
+
+
+KUBERNETES = DEPLOY / "kubernetes" / "sendtrack.yaml"
+COMPOSE = DEPLOY / "compose.yaml"
+
+
+@pytest.mark.parametrize(
+    ("check", "path", "typo"),
+    [
+        (validate_kubernetes, KUBERNETES, ("  replicas:", "  replica:")),
+        (validate_compose, COMPOSE, ("stop_grace_period:", "stop_grace_perod:")),
+    ],
+    ids=["kubernetes", "compose"],
+)
+def test_manifests_validate_against_their_schemas(
+    check: Callable[[Path], subprocess.CompletedProcess[str]], path: Path, typo: tuple[str, str], tmp_path: Path
+):
+    done = check(path)
+    assert done.returncode == 0, f"{path.name} does not validate:\n{done.stdout}{done.stderr}"
+    # The validator is not a no-op: the same file with a misspelt field fails.
+    broken = tmp_path / path.name
+    broken.write_text(path.read_text().replace(*typo))
+    assert broken.read_text() != path.read_text()
+    assert check(broken).returncode != 0
