@@ -1,0 +1,259 @@
+"""Bounce classifier: what the remote server said -> hard / soft / ignored, with a failure reason.
+
+Rules are data (TOML, see consumer/ingest/README.md): the packaged `rules/default.toml`, after any user files.
+The first rule whose conditions all hold wins; a rule's conditions are any of an enhanced-code pattern, a
+reply-code range, the status class, a vendor hint and a text regex. Inputs matching no rule get FALLBACK.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+Kind = Literal["hard", "soft", "ignored"]
+KINDS: tuple[Kind, ...] = ("hard", "soft", "ignored")
+
+# The platform's failure reasons (aligned with Adobe Campaign's delivery failure reasons; README explains each).
+REASONS = (
+    "user_unknown",
+    "invalid_domain",
+    "mailbox_full",
+    "account_disabled",
+    "inactive_mailbox",
+    "denylisted",
+    "refused",
+    "unreachable",
+    "not_connected",
+    "text_too_long",
+    "error_ignored",
+    "unknown",
+)
+
+DEFAULT_RULES = Path(__file__).parent / "rules" / "default.toml"
+MAX_TEXT_CHARS = 2_048  # only the start of a response is matched: bounds the cost of hostile input
+_CACHE_SIZE = 2_048
+
+_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\s*")
+_ENHANCED_IN_TEXT = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
+_CODE_IN_TEXT = re.compile(r"\s*(?:smtp\s*;\s*)?([245]\d\d)(?:[\s\-]|$)", re.IGNORECASE)
+_PATTERN_PART = re.compile(r"\*|\d{1,3}")
+_RULE_KEYS = frozenset({"id", "kind", "reason", "enhanced", "code", "class", "hint", "text"})
+_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
+
+Enhanced = tuple[int, int, int]
+Pattern = tuple[int | None, int | None, int | None]  # None is a wildcard
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    kind: Kind
+    reason: str
+    rule: str  # id of the rule that decided
+
+
+FALLBACK = Classification("soft", "unknown", "fallback")  # nothing known: retrying may help, so not hard
+
+
+class RuleError(ValueError):
+    """A rule file that cannot be used; the message names the file and the rule."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    result: Classification
+    enhanced: tuple[Pattern, ...] = ()
+    code: tuple[int, int] | None = None
+    classes: frozenset[int] = frozenset()
+    hints: frozenset[str] = frozenset()
+    text: re.Pattern[str] | None = None
+
+    def applies(self, code: int | None, enhanced: Enhanced | None, status_class: int | None, hint: str | None) -> bool:
+        """Every condition except the text one (which is checked last, only on the survivors)."""
+        if self.enhanced and (enhanced is None or not any(_fits(p, enhanced) for p in self.enhanced)):
+            return False
+        if self.code and (code is None or not self.code[0] <= code <= self.code[1]):
+            return False
+        if self.classes and status_class not in self.classes:
+            return False
+        return not self.hints or hint in self.hints
+
+
+def _fits(pattern: Pattern, code: Enhanced) -> bool:
+    return all(p is None or p == c for p, c in zip(pattern, code, strict=True))
+
+
+class Classifier:
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        # Which rules can apply depends only on (code, enhanced, hint): few distinct values, so remember them.
+        self._candidates = lru_cache(maxsize=_CACHE_SIZE)(self._filter)
+        self._classify = lru_cache(maxsize=_CACHE_SIZE)(self._decide)
+
+    @classmethod
+    def load(cls, extra: Sequence[Path] = ()) -> Classifier:
+        """User rule files first (in the given order), then the packaged defaults."""
+        rules: list[Rule] = []
+        seen: dict[str, Path] = {}
+        for path in [*extra, DEFAULT_RULES]:
+            rules.extend(load_rules(path, seen))
+        return cls(rules)
+
+    def classify(
+        self, code: int | None, enhanced: str | None, text: str | None, hint: str | None = None
+    ) -> Classification:
+        """Total: any input gives one Classification. `hint` is a vendor's own category, e.g. "ses:Permanent/NoEmail"."""
+        text = text[:MAX_TEXT_CHARS] if isinstance(text, str) else None
+        parsed = _parse_enhanced(enhanced) or _enhanced_in(text)
+        if not (isinstance(code, int) and 200 <= code <= 599):
+            code = _code_in(text)
+        hint = hint.casefold() if isinstance(hint, str) else None
+        return self._classify(code, parsed, text, hint)
+
+    def _decide(self, code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None) -> Classification:
+        for rule in self._candidates(code, enhanced, hint):
+            if rule.text is None or (text is not None and rule.text.search(text)):
+                return rule.result
+        return FALLBACK
+
+    def _filter(self, code: int | None, enhanced: Enhanced | None, hint: str | None) -> tuple[Rule, ...]:
+        status_class = enhanced[0] if enhanced else (code // 100 if code else None)
+        return tuple(r for r in self.rules if r.applies(code, enhanced, status_class, hint))
+
+
+@cache
+def default_classifier() -> Classifier:
+    return Classifier.load()
+
+
+def _parse_enhanced(value: object) -> Enhanced | None:
+    match = _ENHANCED.fullmatch(value) if isinstance(value, str) else None
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def _enhanced_in(text: str | None) -> Enhanced | None:
+    match = _ENHANCED_IN_TEXT.search(text, 0, 400) if text else None
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def _code_in(text: str | None) -> int | None:
+    match = _CODE_IN_TEXT.match(text) if text else None
+    return int(match[1]) if match else None
+
+
+# --- rule files ---------------------------------------------------------------------------------------------
+
+
+def load_rules(path: Path, seen: dict[str, Path] | None = None) -> list[Rule]:
+    """Parse one rule file; `seen` collects rule ids across files so that an id names exactly one rule."""
+    seen = {} if seen is None else seen
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RuleError(f"{path}: cannot read rules: {exc}") from None
+    unknown = sorted(set(document) - {"rule"})
+    if unknown:
+        raise RuleError(f"{path}: unknown top-level key {unknown[0]!r}; rules are [[rule]] tables")
+    tables = document.get("rule", [])
+    if not isinstance(tables, list):
+        raise RuleError(f"{path}: 'rule' must be an array of tables ([[rule]])")
+    return [_rule(path, index, table, seen) for index, table in enumerate(tables)]
+
+
+def _rule(path: Path, index: int, table: Any, seen: dict[str, Path]) -> Rule:
+    rule_id = table.get("id") if isinstance(table, dict) else None
+    where = f"{path}: rule {rule_id!r}" if isinstance(rule_id, str) else f"{path}: rule #{index + 1}"
+    try:
+        rule = _build(table)
+    except (TypeError, ValueError, re.error) as exc:
+        raise RuleError(f"{where}: {exc}") from None
+    if rule_id == FALLBACK.rule:
+        raise RuleError(f"{where}: the id {FALLBACK.rule!r} is reserved for inputs no rule matches")
+    if rule_id in seen:
+        raise RuleError(f"{where}: id already used in {seen[rule_id]}")
+    seen[rule_id] = path
+    return rule
+
+
+def _build(table: Any) -> Rule:
+    if not isinstance(table, dict):
+        raise TypeError("a rule must be a table")
+    unknown = sorted(set(table) - _RULE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (expected {', '.join(sorted(_RULE_KEYS))})")
+    rule_id = _required(table, "id")
+    if not _RULE_ID.fullmatch(rule_id):
+        raise ValueError("id must be 1-64 characters of letters, digits and _ . : -")
+    kind, reason = _required(table, "kind"), _required(table, "reason")
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    if reason not in REASONS:
+        raise ValueError(f"reason {reason!r} is not one of {', '.join(REASONS)}")
+    rule = Rule(
+        Classification(kind, reason, rule_id),
+        enhanced=tuple(_pattern(p) for p in _strings(table, "enhanced")),
+        code=_code_range(table.get("code")),
+        classes=frozenset(_class(c) for c in _list(table.get("class"))),
+        hints=frozenset(h.casefold() for h in _strings(table, "hint")),
+        text=re.compile(table["text"], re.IGNORECASE) if _text(table) else None,
+    )
+    if not (rule.enhanced or rule.code or rule.classes or rule.hints or rule.text):
+        raise ValueError("a rule needs at least one condition: enhanced, code, class, hint or text")
+    return rule
+
+
+def _required(table: dict[str, Any], key: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{key} must be a non-empty string")
+    return value
+
+
+def _text(table: dict[str, Any]) -> bool:
+    if "text" in table and not (isinstance(table["text"], str) and table["text"]):
+        raise TypeError("text must be a non-empty regular expression")
+    return "text" in table
+
+
+def _list(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _strings(table: dict[str, Any], key: str) -> Iterable[str]:
+    values = _list(table.get(key))
+    if not all(isinstance(v, str) and v for v in values):
+        raise TypeError(f"{key} must be a string or a list of strings")
+    return values
+
+
+def _pattern(text: str) -> Pattern:
+    parts = text.split(".")
+    if len(parts) != 3 or not all(_PATTERN_PART.fullmatch(p) for p in parts) or parts[0] not in ("2", "4", "5", "*"):
+        raise ValueError(f"enhanced pattern {text!r} is not like 5.1.1, 5.7.* or *.2.2")
+    a, b, c = (None if p == "*" else int(p) for p in parts)
+    return (a, b, c)
+
+
+def _code_range(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    low, high = (value, value) if isinstance(value, int) else value if _pair(value) else (None, None)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 200 <= v <= 599 for v in (low, high)):
+        raise ValueError("code must be a reply code (200-599) or a [low, high] range of them")
+    if low > high:
+        raise ValueError(f"code range [{low}, {high}] is empty")
+    return (low, high)
+
+
+def _pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2
+
+
+def _class(value: Any) -> int:
+    if value not in (2, 4, 5) or isinstance(value, bool):
+        raise ValueError("class must be 2, 4 or 5, or a list of them")
+    return value
