@@ -11,11 +11,11 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from consumer.cli.options import add, add_bootstrap
-from consumer.kafka.admin import TopicLayoutError
 from consumer.kafka.config import security_from_env, security_settings
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
 from consumer.service.app import Service
+from consumer.service.errors import CANNOT_START, INTERNAL_ERROR, KAFKA_FATAL, ServiceError
 from consumer.service.settings import AT_LEAST_ONCE, EXACTLY_ONCE, Settings
 
 
@@ -29,7 +29,10 @@ def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = Tr
     add(parser, "--processing-guarantee", choices=(EXACTLY_ONCE, AT_LEAST_ONCE), default=EXACTLY_ONCE)
     add(parser, "--efs-default", action="store_true", help="EFS for deliveries whose PREPARED does not say")
     add(parser, "--commit-interval", type=float, default=1.0, help="seconds between checkpoints")
+    add(parser, "--http-host", default="0.0.0.0", help="address the HTTP server binds to")
     add(parser, "--grace-period", type=float, default=30.0, help="seconds allowed for a clean stop")
+    add(parser, "--watchdog-timeout", type=float, default=120.0, help="seconds without progress before exit 4")
+    add(parser, "--max-clock-skew", type=float, default=900.0, help="seconds an event may be dated in the future")
     add(parser, "--session-timeout-ms", type=int, default=45_000)
     add(parser, "--create-topics", action="store_true", help="create missing topics")
     add(parser, "--partitions", type=int, default=8, help="partitions of topics created by --create-topics")
@@ -55,10 +58,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         state_dir=args.state_dir,
         store=args.store,
         http_port=None if args.http_port < 0 else args.http_port,
+        http_host=args.http_host,
         processing_guarantee=args.processing_guarantee,
         efs_default=args.efs_default,
         commit_interval_s=args.commit_interval,
         grace_period_s=args.grace_period,
+        watchdog_timeout_s=args.watchdog_timeout,
+        max_clock_skew_s=args.max_clock_skew,
         session_timeout_ms=args.session_timeout_ms,
         create_topics=args.create_topics,
         partitions=args.partitions,
@@ -91,8 +97,14 @@ def argv(settings: Settings) -> list[str]:
         settings.processing_guarantee,
         "--commit-interval",
         str(settings.commit_interval_s),
+        "--http-host",
+        settings.http_host,
         "--grace-period",
         str(settings.grace_period_s),
+        "--watchdog-timeout",
+        str(settings.watchdog_timeout_s),
+        "--max-clock-skew",
+        str(settings.max_clock_skew_s),
         "--session-timeout-ms",
         str(settings.session_timeout_ms),
         "--partitions",
@@ -107,9 +119,22 @@ def argv(settings: Settings) -> list[str]:
 
 
 def command(args: argparse.Namespace) -> int:
+    """Run the service; every way it can end is one log line and an exit code (service/errors.py)."""
     logs.configure(json=args.log_format == "json")
+    log = logs.get("sendtrack")
     try:
-        return Service(settings_from(args)).run()
-    except (TopicLayoutError, KafkaException, ValueError) as exc:  # say what is wrong, without a traceback
-        logs.get("sendtrack").error("cannot_start", error=str(exc))
-        return 2
+        settings = settings_from(args)
+    except ValueError as exc:
+        log.error("cannot_start", error=str(exc), exit_code=CANNOT_START)
+        return CANNOT_START
+    try:
+        return Service(settings).run()
+    except ServiceError as exc:  # say what is wrong, without a traceback
+        log.error(exc.event, error=str(exc), exit_code=exc.exit_code)
+        return exc.exit_code
+    except KafkaException as exc:
+        log.error("kafka_fatal", error=str(exc), exit_code=KAFKA_FATAL)
+        return KAFKA_FATAL
+    except Exception:
+        log.exception("crashed", exit_code=INTERNAL_ERROR)
+        return INTERNAL_ERROR

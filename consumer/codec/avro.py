@@ -2,6 +2,8 @@
 
 Decoding looks the writer schema up by fingerprint: the current schema decodes directly
 (the fast path); an older writer registered with `register_writer` is resolved against it.
+Enum indexes are range-checked on every path: fastavro would turn a corrupt negative index
+into a real symbol (a flipped byte made a RELAYED into a COMPLAINT).
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ class AvroCodec:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self._header = MAGIC + schema.fingerprint
-        self._current = (schema.plain, None)
-        self._readers: dict[bytes, tuple[Any, Any]] = {schema.fingerprint: self._current}
+        self._readers: dict[bytes, Schema] = {}  # older writers, by fingerprint
 
     @classmethod
     def named(cls, name: str) -> AvroCodec:
@@ -33,7 +34,7 @@ class AvroCodec:
     def register_writer(self, definition: dict[str, Any]) -> None:
         """Accept records written with an older (or newer) compatible schema version."""
         older = schemas.build_schema(self.schema.name, definition)
-        self._readers[older.fingerprint] = (older.plain, self.schema.plain)
+        self._readers[older.fingerprint] = older
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = BytesIO()
@@ -43,9 +44,12 @@ class AvroCodec:
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if data and data[:HEADER_SIZE] == self._header:  # the current schema: the hot path
-            writer, reader = self._current
-        else:
-            writer, reader = self._reader_for(data)
+            return _with_symbols(self._read(data, self.schema.wire), self.schema)
+        writer = self._writer_of(data)
+        _with_symbols(self._read(data, writer.wire), writer)  # only checks the writer's enum indexes
+        return self._read(data, writer.plain, self.schema.plain)
+
+    def _read(self, data: bytes, writer: Any, reader: Any = None) -> dict[str, Any]:
         buffer = BytesIO(data)
         buffer.seek(HEADER_SIZE)
         try:
@@ -56,11 +60,23 @@ class AvroCodec:
             raise DecodeError("value", f"{len(data) - buffer.tell()} trailing bytes after the {self.schema.name}")
         return record
 
-    def _reader_for(self, data: bytes | None) -> tuple[Any, Any]:
+    def _writer_of(self, data: bytes | None) -> Schema:
         if not data or data[:2] != MAGIC or len(data) < HEADER_SIZE:
             raise DecodeError("value", f"not an Avro single-object encoded {self.schema.name}")
-        reader = self._readers.get(data[2:HEADER_SIZE])
-        if reader is None:
+        writer = self._readers.get(data[2:HEADER_SIZE])
+        if writer is None:
             fingerprint = data[2:HEADER_SIZE].hex()
             raise UnknownSchema("value", f"unknown {self.schema.name} writer fingerprint {fingerprint}")
-        return reader
+        return writer
+
+
+def _with_symbols(record: dict[str, Any], schema: Schema) -> dict[str, Any]:
+    """Replace each enum index by its symbol, refusing an index outside the symbol list."""
+    for name, symbols in schema.enum_fields:
+        index = record[name]
+        if index is None:
+            continue
+        if not 0 <= index < len(symbols):
+            raise DecodeError(name, f"enum index {index} is outside 0..{len(symbols) - 1}")
+        record[name] = symbols[index]
+    return record

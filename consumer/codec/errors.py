@@ -36,3 +36,21 @@ class KeyMismatch(InvalidEvent):
     """The record key is not the event's delivery_id, so partitioning would be wrong."""
 
     code = "key_mismatch"
+
+
+class MissingKey(KeyMismatch):
+    """The record has no key: the contract keys every input by delivery_id."""
+
+    code = "missing_key"
+
+
+class FutureEvent(FieldError):
+    """occurred_at is further ahead of the wall clock than the allowed skew: it must not move time."""
+
+    code = "clock_skew"
+
+
+class ProcessingError(InvalidEvent):
+    """A well-formed record whose processing raised: set aside so the rest of the stream goes on."""
+
+    code = "processing_error"

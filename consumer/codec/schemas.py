@@ -32,6 +32,10 @@ class Schema:
     parsed: Any  # fastavro's parsed form, with logical types
     plain: Any  # the same without logical types: timestamps stay epoch millis, and it is faster
     fingerprint: bytes  # CRC-64-AVRO of the parsing canonical form
+    # For decoding: `plain` with every enum read as its int index, because fastavro indexes the symbol list
+    # with whatever it reads, so a corrupt negative index becomes a real symbol. The codec checks the range.
+    wire: Any
+    enum_fields: tuple[tuple[str, tuple[str, ...]], ...]  # (field, symbols) of the top-level enum fields
 
 
 def _without_logical_types(node: Any) -> Any:
@@ -42,16 +46,61 @@ def _without_logical_types(node: Any) -> Any:
     return node
 
 
+def _enums_as_ints(definition: dict[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The record with each top-level enum field (plain, or in a union) read as an int, and those fields."""
+    symbols_of: dict[str, tuple[str, ...]] = {}
+    enum_fields = []
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, dict) and node.get("type") == "enum":
+            symbols_of[node["name"]] = tuple(node["symbols"])
+            return "int"
+        if isinstance(node, str) and node in symbols_of:  # a reference to an enum named earlier
+            return "int"
+        if isinstance(node, list):
+            return [swap(branch) for branch in node]
+        if isinstance(node, dict) and node.get("type") in ("array", "map", "record"):
+            _refuse_nested_enums(node)
+        return node
+
+    fields = []
+    for spec in definition["fields"]:
+        swapped = swap(spec["type"])
+        if swapped != spec["type"]:
+            enum_fields.append((spec["name"], symbols_of[_enum_name(spec["type"])]))
+        fields.append({**spec, "type": swapped})
+    return {**definition, "fields": fields}, tuple(enum_fields)
+
+
+def _enum_name(node: Any) -> str:
+    branches = node if isinstance(node, list) else [node]
+    for branch in branches:
+        if isinstance(branch, dict) and branch.get("type") == "enum":
+            return branch["name"]
+        if isinstance(branch, str) and branch not in ("null", "int", "long", "string", "boolean", "double"):
+            return branch
+    raise ValueError(f"no enum in {node!r}")
+
+
+def _refuse_nested_enums(node: dict[str, Any]) -> None:
+    if '"enum"' in json.dumps(node):
+        raise ValueError("enums are supported at the top level of a record only (the codec range-checks them)")
+
+
 def build_schema(name: str, definition: dict[str, Any]) -> Schema:
     parsed = fastavro.parse_schema(definition)
     canonical = to_parsing_canonical_form(parsed)
     digest = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))  # little-endian, as Java frames it
+    plain = _without_logical_types(definition)
+    wire, enum_fields = _enums_as_ints(plain)
     return Schema(
         name,
         definition,
         parsed,
-        fastavro.parse_schema(_without_logical_types(definition)),
+        fastavro.parse_schema(plain),
         digest,
+        fastavro.parse_schema(wire),
+        enum_fields,
     )
 
 

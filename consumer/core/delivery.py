@@ -39,7 +39,6 @@ class DeliveryState:
     scheduled: bool = False
     cancelled: bool = False
     final: bool = False  # the validity period is over
-    rejected_event_ids: list[str] = field(default_factory=list)
     counters: KpiCounters = field(default_factory=KpiCounters)
     version: int = 0  # of the last published KPI record
     updated_at: int = 0  # latest event time applied
@@ -120,10 +119,7 @@ def _apply_confirmed(delivery: DeliveryState, event: Event) -> Rejection | bool:
         changed = not delivery.confirmed
         delivery.confirmed = True
         return changed
-    if event["event_id"] in delivery.rejected_event_ids:
-        return False
-    delivery.rejected_event_ids.append(event["event_id"])
-    return Rejection(
+    return Rejection(  # the caller counts it once per event id
         delivery.delivery_id,
         event["event_id"],
         event.get("actor"),

@@ -23,6 +23,7 @@ class KpiCounters:
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     opens_total: int = 0  # distinct OPEN events
     clicks_total: int = 0  # distinct CLICK events
+    confirmations_rejected: int = 0  # distinct CONFIRMED events refused for a missing role
 
     def add(self, c: Contribution, sign: int) -> None:
         """Add (sign=1) or remove (sign=-1) one message's contribution."""
@@ -80,4 +81,5 @@ def kpi_figures(counters: KpiCounters, to_deliver: int | None) -> dict[str, Any]
         "open_rate_pct": pct(c.opens_unique, c.sent),
         "click_through_rate_pct": pct(c.clicks_unique, c.sent),
         "progress_pct": pct(c.processed, to_deliver) if to_deliver is not None else None,
+        "confirmations_rejected": c.confirmations_rejected,
     }

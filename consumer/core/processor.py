@@ -31,7 +31,18 @@ APPLIED = "applied"
 DUPLICATE = "duplicate"  # changed nothing: a redelivery, or a fact already known
 REJECTED = "rejected"
 
-_ENGAGEMENT_TOTAL = {"OPEN": "opens_total", "CLICK": "clicks_total"}
+REJECTED_CONFIRMATION = "REJECTED_CONFIRMATION"
+# Counted once per distinct event id (count_once), by kind: the counter each one adds to.
+_COUNTED_TOTAL = {"OPEN": "opens_total", "CLICK": "clicks_total", REJECTED_CONFIRMATION: "confirmations_rejected"}
+
+
+class ApplyFailed(Exception):
+    """Applying the event at `index` of a batch raised: the events before it are applied, so the
+    caller must drop the partition's uncommitted state before going on."""
+
+    def __init__(self, index: int, event: Event) -> None:
+        super().__init__(f"applying event {index} ({event.get('type')} {event.get('event_id')!r}) failed")
+        self.index = index
 
 
 @dataclass(slots=True)
@@ -54,16 +65,23 @@ class PartitionProcessor:
         self._time = state.watermark()  # max(event-time watermark, wall clock seen)
         self._watermark = self._time
         self._stored_watermark = self._watermark
+        self._time_cap: int | None = None
         self._dirty: set[str] = set()
         self._out = Output()
 
     # -- input -------------------------------------------------------------------------
-    def apply(self, events: Iterable[Event]) -> None:
-        for event in events:
-            if "message_id" in event:
-                self._apply_mta(event)
-            else:
-                self._apply_delivery(event)
+    def apply(self, events: Iterable[Event], now_ms: int | None = None) -> None:
+        """Apply a batch. now_ms, the wall clock, caps how far event times move time: an event
+        dated in the future is applied, but it cannot end validity periods early."""
+        self._time_cap = now_ms
+        for index, event in enumerate(events):
+            try:
+                if "message_id" in event:
+                    self._apply_mta(event)
+                else:
+                    self._apply_delivery(event)
+            except Exception as exc:
+                raise ApplyFailed(index, event) from exc
         self.advance_clock(self._watermark)
 
     def advance_clock(self, now_ms: int) -> None:
@@ -108,8 +126,8 @@ class PartitionProcessor:
         for message, count in self._state.message_groups(delivery_id):
             status = message_status(message.facts, delivery.efs, delivery.final)
             counters.add(contribution(message, status), count)
-        for kind in self._state.engagements(delivery_id):
-            total = _ENGAGEMENT_TOTAL[kind]
+        for kind in self._state.counted(delivery_id):
+            total = _COUNTED_TOTAL[kind]
             setattr(counters, total, getattr(counters, total) + 1)
         return counters
 
@@ -147,7 +165,8 @@ class PartitionProcessor:
             delivery.updated_at = occurred_at
             self._dirty.add(delivery.delivery_id)
         if occurred_at > self._watermark:
-            self._watermark = occurred_at
+            cap = self._time_cap
+            self._watermark = occurred_at if cap is None or occurred_at <= cap else max(self._watermark, cap)
 
     def _apply_delivery(self, event: Event) -> None:
         delivery = self._delivery_for(event["delivery_id"])
@@ -155,6 +174,10 @@ class PartitionProcessor:
         efs_before = delivery.efs
         result = apply_delivery_event(delivery, event, self._efs_default)
         if isinstance(result, Rejection):
+            if not self._state.count_once(delivery.delivery_id, event["event_id"], REJECTED_CONFIRMATION):
+                self._out.outcomes[event["type"], DUPLICATE] += 1
+                return
+            delivery.counters.confirmations_rejected += 1
             self._out.rejections.append(result)
             self._out.outcomes[event["type"], REJECTED] += 1
             self._touch(delivery)
@@ -175,9 +198,9 @@ class PartitionProcessor:
         out = self._out
         if not delivery.ready_to_send:
             out.anomalies += 1
-        engagement_new = kind in _ENGAGEMENT_TOTAL and self._state.add_engagement(delivery_id, event["event_id"], kind)
+        engagement_new = kind in _COUNTED_TOTAL and self._state.count_once(delivery_id, event["event_id"], kind)
         if engagement_new:
-            total = _ENGAGEMENT_TOTAL[kind]
+            total = _COUNTED_TOTAL[kind]
             setattr(delivery.counters, total, getattr(delivery.counters, total) + 1)
 
         message_id = event["message_id"]
@@ -275,7 +298,6 @@ def kpi_record(delivery: DeliveryState) -> dict[str, Any]:
         "to_deliver": delivery.to_deliver,
         **kpi_figures(delivery.counters, delivery.to_deliver),
         "final": delivery.final,
-        "confirmations_rejected": len(delivery.rejected_event_ids),
         "version": delivery.version,
         "updated_at": delivery.updated_at,
     }

@@ -26,12 +26,13 @@ class PartitionState(Protocol):
 
     def put_delivery(self, delivery: DeliveryState) -> None: ...
 
-    def add_engagement(self, delivery_id: str, event_id: str, kind: str) -> bool:
-        """Record an OPEN/CLICK event id; False if it was already recorded."""
+    def count_once(self, delivery_id: str, event_id: str, kind: str) -> bool:
+        """Record an event id of a kind counted per distinct event (OPEN, CLICK, a rejected confirmation);
+        False if it was already recorded."""
         ...
 
-    def engagements(self, delivery_id: str) -> Iterator[str]:
-        """The kinds (OPEN/CLICK) of the delivery's recorded engagement events."""
+    def counted(self, delivery_id: str) -> Iterator[str]:
+        """The kinds of the delivery's events recorded by count_once."""
         ...
 
     def watermark(self) -> int: ...

@@ -19,7 +19,28 @@ _COMPLAINT = int(Fact.COMPLAINT)
 # Once one of these is seen, the end of the validity period can no longer change the status.
 _SETTLED = _HARD | DELIVERY_PROOF | _EXHAUSTED
 
-UNKNOWN_REASON = "unknown"
+UNKNOWN_REASON = "unknown"  # a failure whose events gave no reason
+OTHER_REASON = "other"  # a reason outside the platform's list
+# The platform's failure reasons: the keys of a KPI's failures_by_reason. A fixed list keeps the delivery's
+# state and KPI record bounded whatever reasons the input invents; sending logs keep the reason as given.
+FAILURE_REASONS = frozenset(
+    {
+        "user_unknown",
+        "invalid_domain",
+        "mailbox_full",
+        "account_disabled",
+        "inactive_mailbox",
+        "refused",
+        "unreachable",
+        "not_connected",
+        "text_too_long",
+        "invalid_address",
+        "denylisted",
+        "error_ignored",
+        UNKNOWN_REASON,
+        OTHER_REASON,
+    }
+)
 
 
 class Bounce(NamedTuple):
@@ -64,6 +85,10 @@ def failure_reason(message: MessageState) -> str:
     return UNKNOWN_REASON
 
 
+def kpi_reason(reason: str) -> str:
+    return reason if reason in FAILURE_REASONS else OTHER_REASON
+
+
 def awaits_validity_end(facts: int) -> bool:
     """A soft-bounced message not yet settled: the validity end will make it Failed."""
     return bool(facts & _SOFT) and not facts & _SETTLED
@@ -91,6 +116,6 @@ def contribution(message: MessageState, status: str | None) -> Contribution:
         sent and bool(facts & ENGAGED),  # a click implies an open
         sent and bool(facts & _CLICK),
         bool(facts & _COMPLAINT),
-        failure_reason(message) if status == FAILED else None,
+        kpi_reason(failure_reason(message)) if status == FAILED else None,
         awaits_validity_end(facts),
     )

@@ -26,7 +26,8 @@ class Request:
 @dataclass
 class Response:
     status: int
-    body: bytes | Iterator[bytes] = b""  # an iterator is streamed (server-sent events) until it ends or the client leaves
+    # An iterator is streamed (server-sent events) until it ends or the client leaves.
+    body: bytes | Iterator[bytes] = b""
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
 

@@ -19,9 +19,11 @@ class StatusSource:
         self,
         ready: Callable[[], tuple[bool, str]],
         delivery_kpi: Callable[[str], dict[str, Any] | None],
+        alive: Callable[[], tuple[bool, str]] = lambda: (True, "alive"),
     ) -> None:
         self.ready = ready
         self.delivery_kpi = delivery_kpi
+        self.alive = alive  # False when the main loop is stuck (the watchdog's view)
 
 
 class OpsServer:
@@ -51,7 +53,8 @@ def _handler(registry: CollectorRegistry, source: StatusSource) -> type[BaseHTTP
             if path == "/metrics":
                 self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                self._json(200, {"status": "alive"})
+                alive, detail = source.alive()
+                self._json(200 if alive else 503, {"status": "alive" if alive else "stuck", "detail": detail})
             elif path == "/readyz":
                 ready, detail = source.ready()
                 self._json(200 if ready else 503, {"ready": ready, "detail": detail})

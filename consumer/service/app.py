@@ -1,25 +1,24 @@
-"""The service: wires Kafka, state, core and ops together and runs the poll loop."""
+"""The service: wires Kafka, state, core and ops together and runs the poll loop.
+
+Failure handling in one place: a record that cannot be applied is dead-lettered (intake); a checkpoint
+or output that fails is rewound to the last commit and retried while Kafka is away (`_recover`, the
+instance reports not-ready meanwhile); what cannot be recovered in the process ends it with a
+documented exit code (errors.py), never with a commit of work that was not done.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.codec.avro import AvroCodec
-from consumer.codec.errors import FieldError, InvalidEvent
-from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
-from consumer.codec.validation import check_event
-from consumer.core.events import Event
+from consumer.codec.control import COMPUTE_STATS
 from consumer.core.processor import kpi_record
 from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
@@ -28,13 +27,21 @@ from consumer.ops import logging as logs
 from consumer.ops.http import OpsServer, StatusSource
 from consumer.ops.metrics import Metrics
 from consumer.service.checkpoint import Checkpointer
+from consumer.service.dead_letters import DeadLetters
+from consumer.service.errors import KafkaFatal, ServiceError, StartupError, StateFailed
+from consumer.service.health import Health, Watchdog
+from consumer.service.intake import Intake, PoisonRecord
 from consumer.service.partition import PartitionRuntime, StoreFactory
 from consumer.service.recovery import ChangelogMismatch, RestoreResult, restore
 from consumer.service.settings import Settings
-from consumer.state.store import PartitionStore
+from consumer.service.signals import StopSignals
+from consumer.state.store import PartitionStore, StoreError
 
-COMPUTE_STATS = "compute-stats"
+__all__ = ["COMPUTE_STATS", "Service"]
+
 Clock = Callable[[], float]  # seconds since the epoch
+_RETRY_S = 2.0  # between attempts to reach Kafka again
+_KAFKA_CALL_S = 10.0  # timeout of one blocking Kafka call made while recovering
 
 
 class Service:
@@ -47,17 +54,34 @@ class Service:
         self._runtimes: dict[int, PartitionRuntime] = {}
         self._kpis: dict[str, dict[str, Any]] = {}  # last published KPI per owned delivery, for HTTP
         self._stopping = threading.Event()
-        self._joined = False
-        self._restoring = False
-        topics = settings.topics
-        self._codecs = {
-            topics.deliveries: AvroCodec.named(DELIVERY_EVENT),
-            topics.mta_events: AvroCodec.named(MTA_EVENT),
-        }
+        self._failed = False  # an error is ending the run: nothing may be committed any more
+        self.health = Health()
+        self._signals = StopSignals(self.stop, settings.grace_period_s, self._log)
+        self._watchdog = Watchdog(settings.watchdog_timeout_s, self._log)
         self._http: OpsServer | None = None
+        self._warned: dict[int, float] = {}  # Kafka error code -> when last logged
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def run(self) -> int:
+        self._signals.install()  # first: every thread started later inherits the blocked signals
+        try:
+            self._start()
+        except KafkaException as exc:
+            raise StartupError(f"cannot reach Kafka at {self.settings.bootstrap_servers}: {_reason(exc)}") from None
+        try:
+            self._loop()
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.health.trouble("stopping", "stopping")
+
+    def _start(self) -> None:
         s = self.settings
         base = kafka_config.base_config(s.bootstrap_servers, s.security)
         self._log.info(
@@ -68,204 +92,208 @@ class Service:
             guarantee=s.processing_guarantee,
             instance_id=s.instance_id,
         )
-        admin = AdminClient(base)
+        self._stores.prepare()  # checks that need no broker come before joining the group
+        self._start_http()
+        admin = AdminClient({**base, "error_cb": self._on_kafka_error})
         if s.create_topics:
             created = topic_admin.ensure_topics(admin, s.topics, s.partitions)
             if created:
                 self._log.info("topics_created", topics=created, partitions=s.partitions)
-        topic_admin.check_copartitioned(admin, s.topics)
-        self._start_http()
-        self._producer = OutputProducer(kafka_config.producer_config(base, s.transactional_id))
+        try:
+            topic_admin.check_copartitioned(admin, s.topics)
+        except topic_admin.TopicLayoutError as exc:
+            raise StartupError(str(exc)) from None
+        self._base = base
+        self._producer = self._new_producer()
+        self._dead_letters = DeadLetters(self._producer, s.topics.dlq, self.metrics, self._log)
         consumer_config = kafka_config.consumer_config(base, s.group_id, s.session_timeout_ms)
-        self._consumer = Consumer({**consumer_config, "stats_cb": self._on_stats})
+        self._consumer = Consumer({**consumer_config, "stats_cb": self._on_stats, "error_cb": self._on_kafka_error})
         self._reader = Consumer(kafka_config.reader_config(base, f"{s.group_id}.restore", reset="error"))
         self._checkpointer = Checkpointer(
             self._producer, self._consumer, s.topics, self.metrics, s.commit_interval_s, self._on_published, self._log
         )
-        self._install_signal_handlers()
+        self._intake = Intake(
+            s.topics,
+            self._dead_letters,
+            self.metrics,
+            self._log,
+            int(s.max_clock_skew_s * 1000),
+            self._checkpointer.produce_sending_logs,
+        )
+        self.health.watchdog = self._watchdog.start()
         self._consumer.subscribe(
             list(s.topics.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        try:
-            self._loop()
-        finally:
-            self._shutdown()
-        return 0
 
-    def stop(self) -> None:
-        self._stopping.set()
+    def _new_producer(self) -> OutputProducer:
+        config = kafka_config.producer_config(self._base, self.settings.transactional_id)
+        return OutputProducer({**config, "error_cb": self._on_kafka_error})
 
     def _loop(self) -> None:
-        consume, batch_size = self._consumer.consume, self.settings.batch_size
+        consume, batch_size, beat = self._consumer.consume, self.settings.batch_size, self._watchdog.beat
         while not self._stopping.is_set():
+            beat("poll")
             messages = consume(batch_size, 0.1)
             if messages:
+                beat("process")
                 self._process(messages)
             if self._checkpointer.due():
+                beat("checkpoint")
                 self._checkpoint()
             self._producer.poll()
 
     def _shutdown(self) -> None:
-        self._log.info("stopping")
-        deadline = threading.Timer(self.settings.grace_period_s, self._grace_exceeded)
-        deadline.daemon = True
-        deadline.start()
+        self._log.info("stopping", clean=not self._failed)
+        self.stop()
+        self._signals.start_grace_period()  # the stop itself may hang on an unreachable broker
         try:
-            self._checkpoint()
-            self._consumer.close()  # leaves the group; the revoke callback checkpoints and closes stores
-            self._reader.close()
-            self._producer.close(self.settings.grace_period_s)
+            if not self._failed:
+                self._checkpoint()
+            if hasattr(self, "_consumer"):
+                self._consumer.close()  # leaves the group; the revoke callback checkpoints (or not) and closes
+                self._reader.close()
+                if self._failed:
+                    self._producer.abort_transaction(self.settings.grace_period_s / 2)
+                self._producer.close(self.settings.grace_period_s)
+        except (KafkaException, ServiceError) as exc:  # the work in hand stays uncommitted: restore redoes it
+            self._log.warning("stop_incomplete", error=str(exc))
         finally:
-            deadline.cancel()
+            self._signals.cancel()
+            self._watchdog.stop()
             if self._http:
                 self._http.stop()
         self._log.info("stopped")
 
-    def _grace_exceeded(self) -> None:
-        self._log.error("grace_period_exceeded", seconds=self.settings.grace_period_s)
-        os._exit(3)
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
-
     # -- processing ----------------------------------------------------------------------------------------
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
-        batches: dict[int, list[Event]] = defaultdict(list)
-        control = self.settings.topics.control
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                self._on_consume_error(error)
-                continue
-            topic, partition = msg.topic(), msg.partition()
-            runtime = self._runtimes.get(partition)
-            if runtime is None:  # revoked meanwhile; the owner will read it from the committed offset
-                continue
-            try:
-                if topic == control:
-                    self._apply(runtime, batches.pop(partition, None))
-                    self._control(runtime, msg)
-                else:
-                    batches[partition].append(check_event(self._codecs[topic].decode(msg.value()), msg.key()))
-            except InvalidEvent as exc:
-                self._dead_letter(msg, exc)
-            runtime.consumed[topic] = msg.offset() + 1
-        now = self._clock()
-        for partition, events in batches.items():
-            runtime = self._runtimes[partition]
-            self._apply(runtime, events)
-            self._checkpointer.produce_sending_logs(runtime)
-            self.metrics.event_age.observe(max(0.0, now - events[-1]["occurred_at"] / 1000))
+        records = [msg for msg in messages if msg.error() is None or self._on_consume_error(msg.error())]
+        try:
+            self._intake.process(records, self._runtimes, self._clock())
+        except PoisonRecord as exc:
+            self._intake.poison.add(exc.where)
+            self._recover("processing_error", str(exc))
+        except KafkaException as exc:  # producing an output into the transaction failed
+            self._recover("produce_failed", _reason(exc), exc)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    @staticmethod
-    def _apply(runtime: PartitionRuntime, events: list[Event] | None) -> None:
-        if events:
-            runtime.processor.apply(events)
-
-    def _control(self, runtime: PartitionRuntime, msg: Message) -> None:
-        try:
-            command = json.loads(msg.value() or b"")
-        except ValueError:
-            raise FieldError("value", "a control command must be a JSON object") from None
-        if not isinstance(command, dict) or command.get("command") != COMPUTE_STATS:
-            raise FieldError("command", f"unknown control command; expected {{'command': '{COMPUTE_STATS}', ...}}")
-        delivery_id = command.get("delivery_id")
-        if not isinstance(delivery_id, str) or (msg.key() or b"") != delivery_id.encode():
-            raise FieldError("delivery_id", "must be a string equal to the record key")
-        matched = runtime.processor.compute_stats(delivery_id)
-        if matched is None:
-            self._log.warning("compute_stats_unknown_delivery", delivery_id=delivery_id, partition=runtime.partition)
-        elif not matched:
-            self.metrics.stats_mismatches.labels("command").inc()
-            self._log.error("compute_stats_mismatch", delivery_id=delivery_id, partition=runtime.partition)
-        else:
-            self._log.info("compute_stats_matched", delivery_id=delivery_id, partition=runtime.partition)
-
-    def _dead_letter(self, msg: Message, exc: InvalidEvent) -> None:
-        headers = [
-            *list(msg.headers() or []),
-            ("sendtrack.error.code", exc.code.encode()),
-            ("sendtrack.error.field", exc.field.encode()),
-            ("sendtrack.error.message", str(exc).encode()),
-            ("sendtrack.source.topic", msg.topic().encode()),
-            ("sendtrack.source.partition", str(msg.partition()).encode()),
-            ("sendtrack.source.offset", str(msg.offset()).encode()),
-        ]
-        # Part of the checkpoint's transaction (or flushed before its commit): acknowledged before the offset counts.
-        self._producer.produce(self.settings.topics.dlq, msg.value(), msg.key(), msg.partition(), headers=headers)
-        self.metrics.dlq.labels(exc.code).inc()
-        self._log.warning(
-            "dead_lettered",
-            code=exc.code,
-            field=exc.field,
-            error=str(exc),
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
-        )
-
-    def _on_consume_error(self, error: KafkaError) -> None:
+    def _on_consume_error(self, error: KafkaError) -> bool:
         if error.fatal():
-            raise KafkaException(error)
-        self._log.warning("consume_error", error=str(error))
+            raise KafkaFatal(f"the consumer failed: {error.str()}")
+        self._warn("consume_error", error)
+        return False
 
     # -- checkpoint ------------------------------------------------------------------------------------------
     def _checkpoint(self, advance_clock: bool = True) -> None:
         now_ms = int(self._clock() * 1000) if advance_clock else None
         try:
-            self._checkpointer.run(list(self._runtimes.values()), now_ms)
+            self._checkpointer.run(list(self._runtimes.values()), now_ms, self._watchdog.beat)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if error is not None and error.fatal():
-                self.metrics.checkpoint_failures.labels("fatal").inc()
-                raise
-            self.metrics.checkpoint_failures.labels("rewound").inc()
-            self._log.error("checkpoint_failed", error=str(exc))
-            self._rewind()
+            self._recover("checkpoint_failed", _reason(exc), exc)
+        except StoreError as exc:  # Kafka has the checkpoint; the local store is behind, which restore repairs
+            raise StateFailed(str(exc)) from None
+        else:
+            self.health.clear("checkpoint")
 
-    def _rewind(self) -> None:
-        """Abort the outputs and go back to the last committed offsets and state."""
-        self._producer.abort_transaction(self.settings.grace_period_s)
-        assigned = [TopicPartition(t, p) for p in self._runtimes for t in self.settings.topics.inputs]
+    def _recover(self, kind: str, detail: str, error: KafkaException | None = None) -> None:
+        """Abort the outputs and go back to the last committed offsets and state, waiting out Kafka."""
+        self.metrics.checkpoint_failures.labels(kind).inc()
+        self._log.error(kind, error=detail, recovery="rewinding to the last commit")
+        self.health.trouble("checkpoint", f"{kind}: {detail}")
+        if error is not None and _is_fatal(error):
+            self._replace_producer()
+        else:
+            self._abort()
         for runtime in self._runtimes.values():
             runtime.reset()
-        for tp in self._consumer.committed(assigned, timeout=30):
-            self._consumer.seek(
-                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-            )
+        for runtime in self._runtimes.values():
+            for topic in self.settings.topics.inputs:
+                offset = runtime.committed.get(topic, OFFSET_BEGINNING)
+                self._consumer.seek(TopicPartition(topic, runtime.partition, offset))
+
+    def _abort(self) -> None:
+        while True:
+            self._watchdog.beat("abort")
+            try:
+                self._producer.abort_transaction(_KAFKA_CALL_S)
+                return
+            except KafkaException as exc:
+                if _is_fatal(exc) or not exc.args[0].retriable() or self._stopping.is_set():
+                    self._replace_producer()  # the new producer aborts the transaction when it starts
+                    return
+                self._waiting_for_kafka("abort_failed", exc)
+
+    def _replace_producer(self) -> None:
+        """A producer in a fatal state is replaced: the new one fences it and aborts its transaction."""
+        with contextlib.suppress(Exception):
+            self._producer.close(0)
+        while True:
+            self._watchdog.beat("new_producer")
+            try:
+                self._producer = self._new_producer()
+                break
+            except KafkaException as exc:
+                if _is_fatal(exc) or exc.args[0].code() == KafkaError._FENCED:
+                    raise KafkaFatal(f"cannot start a producer: {_reason(exc)}") from None
+                if self._stopping.is_set():
+                    raise
+                self._waiting_for_kafka("producer_init_failed", exc)
+        self._checkpointer.producer = self._dead_letters.producer = self._producer
+        self._log.info("producer_replaced")
+
+    def _waiting_for_kafka(self, event: str, exc: KafkaException) -> None:
+        self.health.trouble("kafka", f"Kafka unreachable: {_reason(exc)}")
+        self._log.warning(event, error=_reason(exc), retry_in_s=_RETRY_S)
+        time.sleep(_RETRY_S)
 
     def _on_published(self, kpis: list[dict[str, Any]]) -> None:
+        self.health.clear("kafka")
         for kpi in kpis:
             self._kpis[kpi["delivery_id"]] = kpi
 
     # -- rebalance ------------------------------------------------------------------------------------------
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._joined = True
+        self.health.clear("group")
         self.metrics.rebalances.labels("assign").inc()
-        self._restoring = True
+        self.health.trouble("restore", "restoring state")
         try:
             new = sorted({tp.partition for tp in partitions} - set(self._runtimes))
-            self._runtimes.update(self._open_partitions(new))
+            runtimes = self._open_partitions(new)
+            self._load_committed(runtimes)
+            self._runtimes.update(runtimes)
         finally:
-            self._restoring = False
+            self.health.clear("restore")
         self.metrics.assigned_partitions.set(len(self._runtimes))
         self._log.info("assigned", partitions=sorted(self._runtimes))
+
+    def _load_committed(self, runtimes: dict[int, PartitionRuntime]) -> None:
+        """Where each new partition's inputs stand in the group: the rewind target, and the lag's base."""
+        if not runtimes:
+            return
+        wanted = [TopicPartition(t, p) for p in runtimes for t in self.settings.topics.inputs]
+        while True:
+            self._watchdog.beat("committed_offsets")
+            try:
+                committed = self._consumer.committed(wanted, timeout=_KAFKA_CALL_S)
+                break
+            except KafkaException as exc:
+                self._waiting_for_kafka("committed_offsets_failed", exc)
+        for tp in committed:
+            if tp.offset >= 0:
+                runtimes[tp.partition].committed[tp.topic] = tp.offset
 
     def _open_partitions(self, partitions: list[int]) -> dict[int, PartitionRuntime]:
         """Open the stores, bring them up to the changelog's end, and repair what the replay touched."""
         stores = {partition: self._stores.open(partition) for partition in partitions}
         while True:
             try:
-                results = restore(stores, self._reader, self.settings.topics.changelog)
+                results = restore(stores, self._reader, self.settings.topics.changelog, self._watchdog.beat)
                 break
             except ChangelogMismatch as exc:
                 self._log.warning("state_discarded", partition=exc.partition, reason=str(exc))
                 stores[exc.partition] = self._stores.discard(exc.partition, stores[exc.partition])
+            except StoreError as exc:
+                raise StateFailed(str(exc)) from None
         return {p: self._runtime_after_restore(p, stores[p], results[p]) for p in partitions}
 
     def _runtime_after_restore(self, partition: int, store: PartitionStore, result: RestoreResult) -> PartitionRuntime:
@@ -283,24 +311,32 @@ class Service:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("revoke").inc()
-        self._joined = False  # until the next assignment: a rebalance is under way
+        self.health.trouble("group", "rebalancing")
         # Finish and commit the work in hand while the partitions are still ours. While closing, the work was
         # committed just before and the group is being left: no new time-driven output (the next owner makes it).
-        self._checkpoint(advance_clock=not self._stopping.is_set())
+        # After a failure nothing is committed: the work in hand is dropped, and its owner redoes it.
+        if self._failed:
+            self._drop_uncommitted()
+        else:
+            self._checkpoint(advance_clock=not self._stopping.is_set())
         self._close_partitions({tp.partition for tp in partitions})
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Someone else may own them already: committing could overwrite their progress, so drop everything.
         self.metrics.rebalances.labels("lost").inc()
-        self._joined = False
+        self.health.trouble("group", "partitions lost; rejoining")
         self._log.warning("partitions_lost", partitions=sorted({tp.partition for tp in partitions}))
-        self._producer.abort_transaction(self.settings.grace_period_s)
-        for runtime in self._runtimes.values():
-            runtime.reset()
+        self._drop_uncommitted()
         self._close_partitions({tp.partition for tp in partitions})
 
-    def _close_partitions(self, lost: set[int]) -> None:
-        for partition in sorted(lost & set(self._runtimes)):
+    def _drop_uncommitted(self) -> None:
+        with contextlib.suppress(KafkaException):
+            self._producer.abort_transaction(_KAFKA_CALL_S)
+        for runtime in self._runtimes.values():
+            runtime.reset()
+
+    def _close_partitions(self, gone: set[int]) -> None:
+        for partition in sorted(gone & set(self._runtimes)):
             runtime = self._runtimes.pop(partition)
             for delivery_id in runtime.processor.delivery_ids():
                 self._kpis.pop(delivery_id, None)
@@ -312,11 +348,15 @@ class Service:
 
     # -- observation -----------------------------------------------------------------------------------------
     def _start_http(self) -> None:
-        if self.settings.http_port is None:
+        s = self.settings
+        if s.http_port is None:
             return
-        source = StatusSource(ready=self.readiness, delivery_kpi=self._kpis.get)
-        self._http = OpsServer(self.settings.http_port, self.metrics.registry, source).start()
-        self._log.info("http_listening", port=self._http.port)
+        source = StatusSource(ready=self.readiness, delivery_kpi=self._kpis.get, alive=self.health.liveness)
+        try:
+            self._http = OpsServer(s.http_port, self.metrics.registry, source, host=s.http_host).start()
+        except OSError as exc:
+            raise StartupError(f"cannot serve HTTP on {s.http_host}:{s.http_port}: {exc.strerror or exc}") from None
+        self._log.info("http_listening", host=s.http_host, port=self._http.port)
 
     def published_kpis(self) -> dict[str, dict[str, Any]]:
         """The last published KPI of each delivery this instance owns."""
@@ -327,21 +367,51 @@ class Service:
         return self._http.port if self._http else None
 
     def readiness(self) -> tuple[bool, str]:
-        if not self._joined:
-            return False, "joining the consumer group"
-        if self._restoring:
-            return False, "restoring state"
-        if self._stopping.is_set():
-            return False, "stopping"
-        return True, f"{len(self._runtimes)} partitions"
+        ready, detail = self.health.readiness()
+        return (True, f"{len(self._runtimes)} partitions") if ready else (False, detail)
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        """librdkafka's client-level errors (called from poll): connectivity shows in readiness."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.health.trouble("kafka", "all brokers are down")
+        self._warn("kafka_error", error)
+
+    def _warn(self, event: str, error: KafkaError) -> None:
+        """One line per kind of error per 10 s: an outage must be visible, not flood the log."""
+        now = time.monotonic()
+        if now - self._warned.get(error.code(), -1e9) >= 10.0:
+            self._warned[error.code()] = now
+            self._log.warning(event, error=error.str(), code=error.name())
 
     def _on_stats(self, stats_json: str) -> None:
         stats = json.loads(stats_json)
+        if any(broker.get("state") == "UP" for broker in stats.get("brokers", {}).values()):
+            self.health.clear("kafka")
+        self._update_lag(stats)
+
+    def _update_lag(self, stats: dict[str, Any]) -> None:
+        """Lag = the partition's end (last stable offset) minus the next offset this instance will process.
+        librdkafka's own consumer_lag uses committed offsets, which transactional commits don't update."""
         inputs = set(self.settings.topics.inputs)
         for topic, data in stats.get("topics", {}).items():
             if topic not in inputs:
                 continue
-            for partition, p in data.get("partitions", {}).items():
-                lag = p.get("consumer_lag", -1)
-                if partition != "-1" and lag >= 0:
-                    self.metrics.consumer_lag.labels(topic, partition).set(lag)
+            for name, p in data.get("partitions", {}).items():
+                runtime = self._runtimes.get(int(name))
+                end = p.get("ls_offset", -1) if p.get("ls_offset", -1) >= 0 else p.get("hi_offset", -1)
+                if runtime is None or end < 0:
+                    continue
+                position = runtime.position(topic)
+                if position is None:
+                    position = max(p.get("lo_offset", 0), 0)  # nothing committed yet: from the start
+                self.metrics.consumer_lag.labels(topic, name).set(max(0, end - position))
+
+
+def _is_fatal(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    return error is not None and (error.fatal() or error.code() in (KafkaError._FENCED, KafkaError._STATE))
+
+
+def _reason(exc: BaseException) -> str:
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    return error.str() if error is not None else str(exc)

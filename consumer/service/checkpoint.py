@@ -29,6 +29,11 @@ from consumer.service.partition import PartitionRuntime
 from consumer.state.changelog import CHANGELOG_OFFSET
 
 PublishedHook = Callable[[list[dict[str, Any]]], None]
+Beat = Callable[[str], None]
+
+
+def _no_beat(_step: str) -> None:
+    return None
 
 
 class _NextOffset:
@@ -55,7 +60,7 @@ class Checkpointer:
         timeout_s: float = 30.0,
     ) -> None:
         self._log = log
-        self._producer = producer
+        self.producer = producer  # the service replaces it after a fatal producer error
         self._consumer = consumer
         self._topics = topics
         self._metrics = metrics
@@ -69,9 +74,9 @@ class Checkpointer:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self._interval_s
 
-    def run(self, runtimes: Iterable[PartitionRuntime], now_ms: int | None) -> None:
+    def run(self, runtimes: Iterable[PartitionRuntime], now_ms: int | None, beat: Beat = _no_beat) -> None:
         """Checkpoint every runtime (moving its clock to now_ms first, if given); raises KafkaException if the
-        outputs or the commit failed."""
+        outputs or the commit failed. beat(step) tells the watchdog which step is under way."""
         started = time.perf_counter()
         self._last = time.monotonic()
         staged = []
@@ -89,15 +94,19 @@ class Checkpointer:
         if not staged:
             return
         offsets = [TopicPartition(t, rt.partition, o) for rt, *_ in staged for t, o in rt.consumed.items()]
-        self._producer.flush(self._timeout_s)
-        if self._producer.transactional:
-            self._producer.commit_transaction(offsets, self._consumer.consumer_group_metadata(), self._timeout_s)
+        beat("checkpoint_flush")
+        self.producer.flush(self._timeout_s)
+        beat("checkpoint_commit")
+        if self.producer.transactional:
+            self.producer.commit_transaction(offsets, self._consumer.consumer_group_metadata(), self._timeout_s)
         elif offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
+        beat("checkpoint_persist")
         for runtime, changes, next_changelog, out in staged:
             offsets_now = dict(runtime.consumed)
             if next_changelog.value is not None:
                 offsets_now[CHANGELOG_OFFSET] = next_changelog.value
+            runtime.committed.update(runtime.consumed)
             runtime.store.write(changes, offsets_now)
             runtime.consumed.clear()
             self._count(out)
@@ -116,13 +125,13 @@ class Checkpointer:
         """Send the status changes as they happen, into the open transaction: the checkpoint then only has
         the KPIs and the changelog left to produce, which keeps it, and the event-to-KPI latency, short."""
         logs = runtime.processor.take_sending_logs()
-        produce, encode, topic = self._producer.produce, self._log_codec.encode, self._topics.sending_logs
+        produce, encode, topic = self.producer.produce, self._log_codec.encode, self._topics.sending_logs
         for log in logs:
             produce(topic, encode(log), log["delivery_id"].encode(), runtime.partition)
         self._metrics.sending_logs_published.inc(len(logs))
 
     def _produce_outputs(self, partition: int, out: Output) -> None:
-        produce = self._producer.produce
+        produce = self.producer.produce
         for kpi in out.kpis:
             key = kpi["delivery_id"].encode()
             produce(self._topics.kpis, self._kpi_codec.encode(kpi), key, partition)
@@ -132,7 +141,7 @@ class Checkpointer:
 
     def _produce_changelog(self, partition: int, changes: dict[bytes, bytes | None]) -> _NextOffset:
         next_offset = _NextOffset()
-        produce, topic = self._producer.produce, self._topics.changelog
+        produce, topic = self.producer.produce, self._topics.changelog
         last = len(changes) - 1
         for i, (key, value) in enumerate(changes.items()):
             produce(topic, value, key, partition, on_delivery=next_offset if i == last else None)

@@ -1,14 +1,19 @@
-"""One owned partition: its store, the core processor over it, and the input consumed since the checkpoint."""
+"""One owned partition: its store, the core processor over it, and where its inputs stand."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
 import shutil
 from pathlib import Path
+from typing import IO
 
 from consumer.core.processor import PartitionProcessor
+from consumer.service.errors import StateFailed
 from consumer.state.memory import MemoryStore
 from consumer.state.rocksdb import RocksDBStore
-from consumer.state.store import PartitionStore
+from consumer.state.store import PartitionStore, StoreError
 from consumer.state.view import StateView
 
 
@@ -17,13 +22,19 @@ class PartitionRuntime:
         self.partition = partition
         self.store = store
         self._efs_default = efs_default
+        # input topic -> next offset, as last committed to the group: where a rewind goes back to.
+        self.committed: dict[str, int] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget everything since the last checkpoint: the store holds the committed truth."""
         self.view = StateView(self.store)
         self.processor = PartitionProcessor(self.view, self._efs_default)
-        self.consumed: dict[str, int] = {}  # input topic -> next offset, since the last checkpoint
+        self.consumed: dict[str, int] = {}  # input topic -> next offset, applied since the last checkpoint
+
+    def position(self, topic: str) -> int | None:
+        """The next offset of the topic this instance has yet to process; None if not known yet."""
+        return self.consumed.get(topic, self.committed.get(topic))
 
 
 class StoreFactory:
@@ -36,11 +47,40 @@ class StoreFactory:
         self.kind = kind
         self._root = state_dir / group_id
         self._memory: dict[int, MemoryStore] = {}
+        self._lock: IO[str] | None = None
+
+    def prepare(self) -> None:
+        """Before joining the group: the state directory must be writable and ours alone."""
+        if self.kind == "memory":
+            return
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            probe = self._root / ".write-probe"
+            with probe.open("w") as out:
+                out.write("ok")
+                out.flush()
+                os.fsync(out.fileno())
+            probe.unlink()
+            self._lock = (self._root / ".lock").open("a+")
+        except OSError as exc:
+            raise StateFailed(f"state directory {self._root} is not usable: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise StateFailed(
+                f"state directory {self._root} is in use by another sendtrack process (give each instance its own"
+                " --state-dir)"
+            ) from None
 
     def open(self, partition: int) -> PartitionStore:
         if self.kind == "memory":
             return self._memory.setdefault(partition, MemoryStore())
-        return RocksDBStore(self._root / f"partition-{partition}")
+        try:
+            return RocksDBStore(self._root / f"partition-{partition}")
+        except StoreError as exc:
+            raise StateFailed(str(exc)) from None
 
     def release(self, store: PartitionStore) -> None:
         if self.kind == "rocksdb":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -34,7 +34,11 @@ class RestoreResult:
 
 
 def restore(
-    stores: Mapping[int, PartitionStore], reader: Consumer, topic: str, timeout_s: float = 300.0
+    stores: Mapping[int, PartitionStore],
+    reader: Consumer,
+    topic: str,
+    beat: Callable[[str], None] = lambda _step: None,
+    timeout_s: float = 300.0,
 ) -> dict[int, RestoreResult]:
     """Replay each partition's changelog from its store's position to its end, all partitions at once.
 
@@ -49,6 +53,7 @@ def restore(
     deadline = time.monotonic() + timeout_s
     try:
         while pending:
+            beat("restore")
             if time.monotonic() > deadline:
                 raise RestoreError(f"restoring {topic} {sorted(pending)} took longer than {timeout_s} s")
             batches: dict[int, list[tuple[bytes, bytes | None, int]]] = {}

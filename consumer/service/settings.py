@@ -21,10 +21,13 @@ class Settings:
     state_dir: Path = Path("state")
     store: str = "rocksdb"  # or "memory"
     http_port: int | None = 8080  # 0: any free port; None: no HTTP server
+    http_host: str = "0.0.0.0"  # the address the HTTP server binds to
     processing_guarantee: str = EXACTLY_ONCE
     efs_default: bool = False
     commit_interval_s: float = 1.0
     grace_period_s: float = 30.0
+    watchdog_timeout_s: float = 120.0  # no progress of the main loop for this long: exit STUCK
+    max_clock_skew_s: float = 900.0  # events dated further ahead of the wall clock are dead letters
     session_timeout_ms: int = 45_000
     batch_size: int = 5_000
     create_topics: bool = False

@@ -12,7 +12,7 @@ from consumer.core.status import Bounce, MessageState
 
 MESSAGE = b"m\x00"
 DELIVERY = b"d\x00"
-ENGAGEMENT = b"e\x00"
+COUNTED = b"e\x00"  # events counted once per event id: opens, clicks, rejected confirmations
 WATERMARK = b"w"
 _SEP = b"\x00"
 
@@ -29,16 +29,16 @@ def delivery_key(delivery_id: str) -> bytes:
     return DELIVERY + delivery_id.encode()
 
 
-def engagement_key(delivery_id: str, event_id: str) -> bytes:
-    return b"".join((ENGAGEMENT, delivery_id.encode(), _SEP, event_id.encode()))
+def counted_key(delivery_id: str, event_id: str) -> bytes:
+    return b"".join((COUNTED, delivery_id.encode(), _SEP, event_id.encode()))
 
 
-def engagements_prefix(delivery_id: str) -> bytes:
-    return b"".join((ENGAGEMENT, delivery_id.encode(), _SEP))
+def counted_prefix(delivery_id: str) -> bytes:
+    return b"".join((COUNTED, delivery_id.encode(), _SEP))
 
 
 def split_key(key: bytes) -> tuple[bytes, str, str]:
-    """(kind prefix, delivery_id, rest) of a message or engagement key."""
+    """(kind prefix, delivery_id, rest) of a message or counted-event key."""
     delivery_id, _, rest = key[2:].partition(_SEP)
     return key[:2], delivery_id.decode(), rest.decode()
 
@@ -73,6 +73,9 @@ def encode_delivery(delivery: DeliveryState) -> bytes:
 
 def decode_delivery(value: bytes) -> DeliveryState:
     data = json.loads(value)
+    legacy = data.pop("rejected_event_ids", None)  # before 0.2 the ids were kept in the record, unbounded
+    if legacy is not None:
+        data["counters"].setdefault("confirmations_rejected", len(legacy))
     data["counters"] = KpiCounters(**data["counters"])
     for rank in ("prepared_rank", "scheduled_rank"):
         if data[rank] is not None:
@@ -84,6 +87,6 @@ def delivery_of(key: bytes) -> str | None:
     """The delivery a state key belongs to; None for partition-wide keys."""
     if key.startswith(DELIVERY):
         return key[2:].decode()
-    if key.startswith((MESSAGE, ENGAGEMENT)):
+    if key.startswith((MESSAGE, COUNTED)):
         return key[2:].partition(_SEP)[0].decode()
     return None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
-from consumer.state.store import Changes, PartitionStore
+from consumer.state.store import Changes, PartitionStore, StoreError
 
 _MEMTABLE_BYTES = 8 * 1024 * 1024
 _shared_cache: Cache | None = None
@@ -34,9 +34,12 @@ def _options(cache_bytes: int) -> Options:
 
 class RocksDBStore(PartitionStore):
     def __init__(self, path: Path, cache_bytes: int = 64 * 1024 * 1024) -> None:
-        path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = Rdict(str(path), _options(cache_bytes))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = Rdict(str(path), _options(cache_bytes))
+        except Exception as exc:  # rocksdict raises plain Exceptions carrying RocksDB's status text
+            raise StoreError(f"cannot open RocksDB at {path}: {exc}") from None
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
@@ -61,7 +64,10 @@ class RocksDBStore(PartitionStore):
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        self._db.write(batch)
+        try:
+            self._db.write(batch)
+        except Exception as exc:
+            raise StoreError(f"cannot write RocksDB at {self.path}: {exc}") from None
 
     def close(self) -> None:
         self._db.close()

@@ -10,6 +10,10 @@ Changes = Mapping[bytes, bytes | None]  # None deletes the key
 OFFSETS_PREFIX = b"\x01offset\x00"  # reserved keys, beside the state so one batch writes both
 
 
+class StoreError(RuntimeError):
+    """The store cannot be opened, read or written (full disk, I/O error, lock held): not the data's fault."""
+
+
 def offset_key(name: str) -> bytes:
     return OFFSETS_PREFIX + name.encode()
 

@@ -23,7 +23,7 @@ class StateView:
         self._messages: dict[tuple[str, str], MessageState] = {}
         self._dirty_messages: set[tuple[str, str]] = set()
         self._deliveries: dict[bytes, DeliveryState] = {}
-        self._engagements: dict[bytes, bytes] = {}
+        self._counted: dict[bytes, bytes] = {}  # events counted once per id, by key: their kind
         self._watermark: int | None = None
 
     @property
@@ -75,18 +75,18 @@ class StateView:
     def put_delivery(self, delivery: DeliveryState) -> None:
         self._deliveries[records.delivery_key(delivery.delivery_id)] = delivery
 
-    def add_engagement(self, delivery_id: str, event_id: str, kind: str) -> bool:
-        key = records.engagement_key(delivery_id, event_id)
-        if key in self._engagements or self._store.get(key) is not None:
+    def count_once(self, delivery_id: str, event_id: str, kind: str) -> bool:
+        key = records.counted_key(delivery_id, event_id)
+        if key in self._counted or self._store.get(key) is not None:
             return False
-        self._engagements[key] = kind.encode()
+        self._counted[key] = kind.encode()
         return True
 
-    def engagements(self, delivery_id: str) -> Iterator[str]:
-        prefix = records.engagements_prefix(delivery_id)
+    def counted(self, delivery_id: str) -> Iterator[str]:
+        prefix = records.counted_prefix(delivery_id)
         for _, value in self._store.scan(prefix):
             yield value.decode()
-        for key, value in self._engagements.items():
+        for key, value in self._counted.items():
             if key.startswith(prefix):
                 yield value.decode()
 
@@ -105,12 +105,12 @@ class StateView:
             records.message_key(*key): encode(messages[key]) for key in self._dirty_messages
         }
         changes.update((key, records.encode_delivery(d)) for key, d in self._deliveries.items())
-        changes.update(self._engagements)
+        changes.update(self._counted)
         if self._watermark is not None:
             changes[records.WATERMARK] = b"%d" % self._watermark
         self._messages.clear()
         self._dirty_messages.clear()
         self._deliveries.clear()
-        self._engagements.clear()
+        self._counted.clear()
         self._watermark = None
         return changes

@@ -14,7 +14,7 @@ def test_message_and_delivery_records_roundtrip():
     bounced = MessageState(12, 1, Bounce(5, 0, "e1", "user_unknown"), Bounce(9, 2, "e2", None), None)
     for message in (plain, bounced):
         assert records.decode_message(records.encode_message(message)) == message
-    delivery = DeliveryState("d", efs=True, prepared_rank=(5, "p"), to_deliver=10, rejected_event_ids=["x"])
+    delivery = DeliveryState("d", efs=True, prepared_rank=(5, "p"), to_deliver=10)
     delivery.counters.failures_by_reason["mailbox_full"] = 2
     assert records.decode_delivery(records.encode_delivery(delivery)) == delivery
 
@@ -36,17 +36,17 @@ def test_view_stages_each_change_once_and_reads_its_own_writes():
     message.facts |= 2
     view.put_message("d", "m1", message)
     assert view.message("d", "m1") is message
-    assert view.add_engagement("d", "o1", "OPEN") and not view.add_engagement("d", "o1", "OPEN")
+    assert view.count_once("d", "o1", "OPEN") and not view.count_once("d", "o1", "OPEN")
     changes = view.stage()
     assert changes[records.message_key("d", "m1")] == b"3 1"
     assert view.stage() == {}
     store.write(changes, {})
     fresh = StateView(store)
     assert fresh.message("d", "m1") == MessageState(3, 1)
-    assert not fresh.add_engagement("d", "o1", "OPEN")
+    assert not fresh.count_once("d", "o1", "OPEN")
     fresh.put_message("d", "m2", MessageState(1, 1))
     assert sorted(mid for mid, _ in fresh.messages("d")) == ["m1", "m2"]
-    assert list(fresh.engagements("d")) == ["OPEN"]
+    assert list(fresh.counted("d")) == ["OPEN"]
 
 
 def test_an_idle_partition_stages_nothing():
