@@ -1,0 +1,194 @@
+"""What a campaign user can do from the view: confirm a send, ask for Compute stats. Every refusal is audited.
+
+Trust model: the actor of a confirmation is the verified identity of the request, never anything the
+request says. The core accepts a CONFIRMED event only when its `actor_roles` hold `start_deliveries`,
+so a refused confirmation by a verified user is published too, with that user's (insufficient) roles:
+the core records it as a rejection (`confirmations_rejected` in the KPI, its log and metric). Its
+event id derives from (delivery, user), so however often one user insists, the core counts one refusal
+and the delivery's state stays bounded; this view's log and counter see every attempt. Attempts without
+a verified identity publish nothing: there is no actor to record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaException, Producer
+from prometheus_client import CollectorRegistry, Counter
+
+from consumer.codec.avro import AvroCodec
+from consumer.codec.control import COMPUTE_STATS
+from consumer.codec.schemas import DELIVERY_EVENT
+from consumer.kafka.topics import Topics
+from consumer.ops import logging as logs
+from consumer.web.auth import Auth, Identity
+
+CONFIRM = "confirm"
+AWAITING_CONFIRMATION = "AWAITING_CONFIRMATION"
+_REFUSALS = uuid.UUID("6f1d2c1e-6d0b-4a53-9d1c-2a7f0c3e5b10")  # namespace of refused confirmations' event ids
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        """Return once the record is acknowledged; raise PublishError when it is not."""
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+class KafkaPublisher:
+    """An idempotent producer that waits for each record's acknowledgement (actions are rare)."""
+
+    def __init__(self, base: Mapping[str, Any], timeout_s: float = 10.0) -> None:
+        self._producer = Producer({**base, "enable.idempotence": True, "acks": "all"})
+        self._timeout_s = timeout_s
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        errors: list[Any] = []
+        try:
+            self._producer.produce(topic, value, key, on_delivery=lambda err, _msg: errors.append(err))
+        except (KafkaException, BufferError) as exc:
+            raise PublishError(str(exc)) from None
+        self._producer.flush(self._timeout_s)  # other threads' records may be in flight too: ours is in `errors`
+        if not errors or errors[0] is not None:
+            raise PublishError(f"{topic}: not acknowledged: {errors[0] if errors else 'timed out'}")
+
+    def close(self) -> None:
+        self._producer.flush(self._timeout_s)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str
+    status: int  # the HTTP status to answer with
+    message: str  # for people
+    reason: str | None = None  # why it was refused: a bounded label (metrics, logs)
+    event_id: str | None = None
+
+
+class Actions:
+    def __init__(
+        self,
+        publisher: Publisher,
+        auth: Auth,
+        registry: CollectorRegistry,
+        topics: Topics,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._publisher = publisher
+        self._auth = auth
+        self._topics = topics
+        self._clock = clock
+        self._new_id = new_id
+        self._codec = AvroCodec.named(DELIVERY_EVENT)
+        self._log = logs.get("sendtrack.web.actions")
+        self._done = Counter("sendtrack_web_actions", "Actions published from the view", ["action"], registry=registry)
+        self._denied = Counter(
+            "sendtrack_web_denied_actions", "Actions the view refused", ["action", "reason"], registry=registry
+        )
+
+    def confirm(self, identity: Identity | None, delivery_id: str, kpi: Mapping[str, Any] | None) -> Outcome:
+        refused = self._precheck(CONFIRM, identity, delivery_id, kpi)
+        if refused is not None:
+            return refused
+        assert identity is not None and kpi is not None
+        if kpi["state"] != AWAITING_CONFIRMATION:
+            return self.deny(CONFIRM, "not_awaiting_confirmation", identity, delivery_id, 409)
+        if not self._auth.can_confirm(identity):
+            # Published all the same: the core records the refusal (see the module's trust model).
+            event_id = str(uuid.uuid5(_REFUSALS, f"{delivery_id}\0{identity.user}"))
+            problem = self._publish_confirmed(identity, delivery_id, event_id)
+            return problem or self.deny(CONFIRM, "missing_role", identity, delivery_id, 403)
+        event_id = self._new_id()
+        return self._publish_confirmed(identity, delivery_id, event_id) or self._done_outcome(
+            CONFIRM, identity, delivery_id, event_id
+        )
+
+    def compute_stats(self, identity: Identity | None, delivery_id: str, kpi: Mapping[str, Any] | None) -> Outcome:
+        refused = self._precheck(COMPUTE_STATS, identity, delivery_id, kpi)
+        if refused is not None:
+            return refused
+        assert identity is not None
+        if not self._auth.can_act(identity):
+            return self.deny(COMPUTE_STATS, "missing_role", identity, delivery_id, 403)
+        command = json.dumps({"command": COMPUTE_STATS, "delivery_id": delivery_id}).encode()
+        # Keyed by delivery_id: it lands on the partition, hence the instance, that owns the delivery.
+        problem = self._publish(COMPUTE_STATS, self._topics.control, delivery_id, command)
+        return problem or self._done_outcome(COMPUTE_STATS, identity, delivery_id, None)
+
+    def deny(
+        self, action: str, reason: str, identity: Identity | None, delivery_id: str, status: int, message: str = ""
+    ) -> Outcome:
+        """Refuse, and say so: one log line and the denied counter."""
+        self._denied.labels(action, reason).inc()
+        self._log.warning(
+            "web_action_denied",
+            action=action,
+            reason=reason,
+            user=identity.user if identity is not None else None,
+            auth=identity.method if identity is not None else None,
+            delivery_id=delivery_id,
+        )
+        return Outcome(action, status, message or MESSAGES.get(reason, "refused"), reason)
+
+    def _precheck(
+        self, action: str, identity: Identity | None, delivery_id: str, kpi: Mapping[str, Any] | None
+    ) -> Outcome | None:
+        """Refused unless a verified user asks about a known delivery."""
+        if identity is None:
+            return self.deny(action, "unauthenticated", identity, delivery_id, 401)
+        if not identity.authenticated:
+            return self.deny(action, "read_only", identity, delivery_id, 403)
+        if kpi is None:
+            return self.deny(action, "unknown_delivery", identity, delivery_id, 404)
+        return None
+
+    def _publish_confirmed(self, identity: Identity, delivery_id: str, event_id: str) -> Outcome | None:
+        event = {
+            "event_id": event_id,
+            "delivery_id": delivery_id,
+            "type": "CONFIRMED",
+            "occurred_at": int(self._clock() * 1000),
+            "actor": identity.user,
+            "actor_roles": sorted(identity.roles),
+        }
+        return self._publish(CONFIRM, self._topics.deliveries, delivery_id, self._codec.encode(event))
+
+    def _publish(self, action: str, topic: str, delivery_id: str, value: bytes) -> Outcome | None:
+        """None once published; else the 503 outcome."""
+        try:
+            self._publisher.publish(topic, delivery_id.encode(), value)
+        except PublishError as exc:
+            self._log.error("web_action_not_published", action=action, delivery_id=delivery_id, error=str(exc))
+            return Outcome(action, 503, "Kafka did not acknowledge the request; try again.", "unavailable")
+        return None
+
+    def _done_outcome(self, action: str, identity: Identity, delivery_id: str, event_id: str | None) -> Outcome:
+        self._done.labels(action).inc()
+        self._log.info(
+            "web_action",
+            action=action,
+            user=identity.user,
+            auth=identity.method,
+            delivery_id=delivery_id,
+            event_id=event_id,
+        )
+        return Outcome(action, 202, MESSAGES[action], event_id=event_id)
+
+
+MESSAGES = {
+    CONFIRM: "Confirmation sent: the delivery starts once sendtrack applies it.",
+    COMPUTE_STATS: "Compute stats requested: the owning instance recomputes and republishes the KPIs.",
+    "unauthenticated": "Sign in to do this.",
+    "read_only": "This view is read-only: no users are configured (--web-config).",
+    "missing_role": "You lack the role this action needs.",
+    "unknown_delivery": "No such delivery.",
+    "not_awaiting_confirmation": "This delivery is not awaiting confirmation.",
+}

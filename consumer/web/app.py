@@ -1,0 +1,379 @@
+"""The Deployment view as one `Handler`: routes, who may see what, and where message-level answers come from.
+
+Every instance serves the whole view: the delivery list and KPIs from its own KPI view, the actions by
+publishing to Kafka, and message-level pages (sending logs) from the partition's owner, here or
+forwarded there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from typing import Any
+from urllib.parse import quote
+
+from prometheus_client import CollectorRegistry
+
+from consumer.codec.control import COMPUTE_STATS
+from consumer.kafka.topics import Topics
+from consumer.ops import logging as logs
+from consumer.ops.exchange import Request, Response
+from consumer.web import pages
+from consumer.web.actions import CONFIRM, MESSAGES, Actions, Outcome, Publisher
+from consumer.web.auth import Auth, Identity
+from consumer.web.csrf import JSON, Csrf, media_type
+from consumer.web.kpi_view import KpiEntry, KpiTable
+from consumer.web.owner_state import OwnerState
+from consumer.web.owners import INSTANCE_PATH, Owners, forward, is_routed, redirect
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+HTML = "text/html; charset=utf-8"
+_SECURITY_HEADERS = [
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cache-Control", "no-store"),
+]
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    (method, re.compile(pattern), name)
+    for method, pattern, name in [
+        ("GET", r"/", "list_page"),
+        ("GET", r"/events", "events"),
+        ("GET", r"/api/deliveries", "api_list"),
+        ("GET", r"/api/deliveries/(?P<delivery_id>.+)/failed", "api_failed"),
+        ("GET", r"/api/deliveries/(?P<delivery_id>.+)/messages", "api_message"),
+        ("POST", r"/api/deliveries/(?P<delivery_id>.+)/(?P<action>confirm|compute-stats)", "api_action"),
+        ("POST", r"/deliveries/(?P<delivery_id>.+)/(?P<action>confirm|compute-stats)", "form_action"),
+        ("GET", r"/deliveries/(?P<delivery_id>.+)", "delivery"),
+    ]
+]
+
+
+class WebApp:
+    def __init__(
+        self,
+        kpis: KpiTable,
+        owners: Owners | None,
+        auth: Auth,
+        publisher: Publisher,
+        owner_state: OwnerState | None,
+        registry: CollectorRegistry,
+        *,
+        topics: Topics,
+        advertised_url: str = "",
+        forward_timeout_s: float = 5.0,
+        forward_context: ssl.SSLContext | None = None,
+        stream_s: float = 300.0,
+        heartbeat_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kpis = kpis
+        self.auth = auth
+        self.actions = Actions(publisher, auth, registry, topics)
+        self._owners = owners
+        self._owner_state = owner_state
+        self._csrf = Csrf(auth.secret)
+        self._advertised_url = advertised_url
+        self._forward_timeout_s = forward_timeout_s
+        self._forward_context = forward_context
+        self._stream_s = stream_s  # an event stream ends after this; the browser reconnects where it left off
+        self._heartbeat_s = heartbeat_s
+        self._clock = clock
+        self._log = logs.get("sendtrack.web")
+
+    def handle(self, request: Request) -> Response | None:
+        if request.path.startswith("/static/"):
+            return self._static(request.path[len("/static/") :])
+        if request.path == INSTANCE_PATH:  # public: peers ask it to find owners (a URL and partition numbers)
+            return _json(200, {"url": self._advertised_url, "partitions": sorted(self._owned())})
+        found = _route(request)
+        if found is None:
+            return None
+        if isinstance(found, Response):
+            return found
+        name, params = found
+        identity = self.auth.identify(request.headers)
+        if request.method == "POST":
+            return getattr(self, "_" + name)(request, identity, **params)
+        refused = self._read_refusal(request, identity)
+        return refused or getattr(self, "_" + name)(request, identity, **params)
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def _read_refusal(self, request: Request, identity: Identity | None) -> Response | None:
+        if identity is None:
+            return self._error(request, identity, 401, "Sign in to see the deliveries.", self.auth.challenges())
+        if not self.auth.can_read(identity):
+            return self._error(request, identity, 403, "Your user has no role in sendtrack.")
+        return None
+
+    def _list_page(self, request: Request, identity: Identity) -> Response:
+        state = _param(request, "state")
+        state = state if state in pages.STATES else None
+        cursor, entries = self.kpis.snapshot()
+        shown = [e for e in entries if state in (None, e.kpi["state"])]
+        body = pages.render(
+            "index.html", identity=identity, entries=shown, cursor=cursor, states=pages.STATES, state_filter=state
+        )
+        return _html(200, body)
+
+    def _api_list(self, request: Request, identity: Identity) -> Response:
+        state = _param(request, "state")
+        cursor, entries = self.kpis.snapshot()
+        return _json(200, {"cursor": cursor, "deliveries": [e.kpi for e in entries if state in (None, e.kpi["state"])]})
+
+    def _events(self, request: Request, identity: Identity) -> Response:
+        """Changed KPIs after a cursor: a server-sent event stream, or one JSON answer for pollers."""
+        cursor = request.headers.get("last-event-id") or _param(request, "cursor")
+        only = _param(request, "delivery")
+        if "text/event-stream" in request.headers.get("accept", ""):
+            headers = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+            return Response(200, self._stream(cursor, only), "text/event-stream", headers)
+        cursor, entries = self.kpis.changes(cursor, 0)
+        changes = [pages.live_change(e) for e in entries if only in (None, e.kpi["delivery_id"])]
+        return _json(200, {"cursor": cursor, "changes": changes})
+
+    def _stream(self, cursor: str | None, only: str | None) -> Iterator[bytes]:
+        yield b"retry: 2000\n\n"
+        deadline = self._clock() + self._stream_s
+        while self._clock() < deadline:
+            cursor, entries = self.kpis.changes(cursor, self._heartbeat_s)
+            events = [
+                f"id: {cursor}\nevent: kpi\ndata: {json.dumps(pages.live_change(e))}\n\n".encode()
+                for e in entries
+                if only in (None, e.kpi["delivery_id"])
+            ]
+            yield b"".join(events) or b": keep-alive\n\n"
+
+    def _delivery(self, request: Request, identity: Identity, delivery_id: str) -> Response:
+        cursor = self.kpis.cursor()  # before the entry: live updates may repeat a change, never miss one
+        entry = self.kpis.get(delivery_id)
+        if "text/html" not in request.headers.get("accept", ""):
+            # The KPI record exactly as the topic has it, from any instance (scripts and today's clients).
+            return _json(200, entry.kpi) if entry else _json(404, {"error": f"unknown delivery {delivery_id!r}"})
+        if entry is None:
+            return self._error(request, identity, 404, f"No delivery {delivery_id!r}.")
+        return self._at_owner(
+            request, entry, lambda problem: self._delivery_page(request, identity, entry, cursor, problem)
+        )
+
+    def _delivery_page(
+        self, request: Request, identity: Identity, entry: KpiEntry, cursor: str, problem: str | None
+    ) -> Response:
+        delivery_id = entry.kpi["delivery_id"]
+        after, message_id = _param(request, "after"), _param(request, "message")
+        sending_logs: dict[str, Any] = {"problem": problem, "after": after, "message_query": message_id}
+        if problem is None:
+            try:
+                sending_logs["page"] = self._state().failed_messages(delivery_id, after, PAGE_SIZE)
+                sending_logs["message"] = self._state().message(delivery_id, message_id) if message_id else None
+            except Exception as exc:  # the partition moved away mid-read: the KPIs still show
+                self._log.warning("sending_logs_unavailable", delivery_id=delivery_id, error=str(exc))
+                sending_logs["problem"] = "The sending logs could not be read here just now; reload in a moment."
+        notice = _param(request, "notice")
+        return _html(
+            200,
+            pages.render(
+                "delivery.html",
+                identity=identity,
+                kpi=entry.kpi,
+                partition=entry.partition,
+                cursor=cursor,
+                logs=sending_logs,
+                can_confirm=self.auth.can_confirm(identity),
+                can_act=self.auth.can_act(identity),
+                csrf_token=self._csrf.token(identity.user) if identity.authenticated else "",
+                notice={"kind": "ok", "text": MESSAGES[notice]} if notice in (CONFIRM, COMPUTE_STATS) else None,
+            ),
+        )
+
+    def _api_failed(self, request: Request, identity: Identity, delivery_id: str) -> Response:
+        after = _param(request, "after")
+        limit = min(_int_param(request, "limit", PAGE_SIZE), MAX_PAGE_SIZE)
+
+        def local() -> Response:
+            page = self._state().failed_messages(delivery_id, after, limit)
+            rows = [{"message_id": r.message_id, "status": r.status, "reason": r.reason} for r in page.rows]
+            return _json(200, {"delivery_id": delivery_id, "failed": rows, "next_after": page.next_after})
+
+        return self._owner_json(request, delivery_id, local)
+
+    def _api_message(self, request: Request, identity: Identity, delivery_id: str) -> Response:
+        message_id = _param(request, "message_id")
+        if not message_id:
+            return _json(400, {"error": "message_id is required"})
+
+        def local() -> Response:
+            detail = self._state().message(delivery_id, message_id)
+            if detail is None:
+                return _json(404, {"error": f"no message {message_id!r} in delivery {delivery_id!r}"})
+            return _json(200, {"delivery_id": delivery_id, **asdict(detail)})
+
+        return self._owner_json(request, delivery_id, local)
+
+    # -- where message-level state lives ---------------------------------------------------------------------
+    def _owner_json(self, request: Request, delivery_id: str, local: Callable[[], Response]) -> Response:
+        entry = self.kpis.get(delivery_id)
+        if entry is None:
+            return _json(404, {"error": f"unknown delivery {delivery_id!r}"})
+        return self._at_owner(
+            request,
+            entry,
+            lambda problem: local() if problem is None else _json(503, {"error": problem}, [("Retry-After", "1")]),
+        )
+
+    def _at_owner(self, request: Request, entry: KpiEntry, local: Callable[[str | None], Response]) -> Response:
+        """Answered here when this instance owns the partition, else by the owner: forwarded, or redirected
+        when it cannot be reached from here. `local` gets the problem to show when nobody can answer."""
+        partition = entry.partition
+        if partition in self._owned():
+            return local(None)
+        if is_routed(request) or self._owners is None:
+            return local(f"The sending logs live with the owner of partition {partition}, not here; retry shortly.")
+        owner = self._owners.owner_of(partition)
+        if owner is None or owner == self._advertised_url:
+            return local(f"No instance owns partition {partition} right now (a rebalance?); retry shortly.")
+        try:
+            answer = forward(request, owner, self._forward_timeout_s, self._forward_context)
+        except OSError as exc:
+            self._log.warning("forward_failed", owner=owner, partition=partition, error=str(exc))
+            self._owners.invalidate()
+            return redirect(request, owner)
+        if answer.status >= 500:
+            self._owners.invalidate()
+        return answer
+
+    def _owned(self) -> set[int]:
+        return self._owner_state.owned_partitions() if self._owner_state is not None else set()
+
+    def _state(self) -> OwnerState:
+        assert self._owner_state is not None  # only called for an owned partition
+        return self._owner_state
+
+    # -- actions ---------------------------------------------------------------------------------------------
+    def _form_action(self, request: Request, identity: Identity | None, delivery_id: str, action: str) -> Response:
+        if identity is not None and identity.authenticated:
+            problem = self._csrf.form_problem(request, identity.user)
+            if problem is not None:
+                outcome = self.actions.deny(
+                    action, problem, identity, delivery_id, 403, "The form was stale or forged."
+                )
+                return self._outcome_page(request, identity, delivery_id, outcome)
+        outcome = self._act(action, identity, delivery_id)
+        if outcome.status == 202:
+            return Response(303, b"", HTML, [("Location", f"/deliveries/{_quote(delivery_id)}?notice={action}")])
+        return self._outcome_page(request, identity, delivery_id, outcome)
+
+    def _api_action(self, request: Request, identity: Identity | None, delivery_id: str, action: str) -> Response:
+        if identity is not None and media_type(request) != JSON:  # a form cannot send JSON: no token needed
+            outcome = self.actions.deny(action, "content_type", identity, delivery_id, 415, "Send application/json.")
+        else:
+            outcome = self._act(action, identity, delivery_id)
+        body = {"action": action, "delivery_id": delivery_id, "message": outcome.message}
+        if outcome.status == 202:
+            body |= {"status": "accepted", "event_id": outcome.event_id}
+        else:
+            body |= {"error": outcome.reason}
+        return _json(outcome.status, body, self.auth.challenges() if outcome.status == 401 else [])
+
+    def _act(self, action: str, identity: Identity | None, delivery_id: str) -> Outcome:
+        entry = self.kpis.get(delivery_id)
+        kpi = entry.kpi if entry is not None else None
+        if action == CONFIRM:
+            return self.actions.confirm(identity, delivery_id, kpi)
+        return self.actions.compute_stats(identity, delivery_id, kpi)
+
+    def _outcome_page(
+        self, request: Request, identity: Identity | None, delivery_id: str, outcome: Outcome
+    ) -> Response:
+        challenges = self.auth.challenges() if outcome.status == 401 else []
+        back = f"/deliveries/{_quote(delivery_id)}"
+        return self._error(request, identity, outcome.status, outcome.message, challenges, back)
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+    def _error(
+        self,
+        request: Request,
+        identity: Identity | None,
+        status: int,
+        message: str,
+        headers: list[tuple[str, str]] | None = None,
+        back: str | None = None,
+    ) -> Response:
+        if "text/html" not in request.headers.get("accept", ""):
+            return _json(status, {"error": message}, headers or [])
+        body = pages.render(
+            "error.html",
+            identity=identity,
+            status=status,
+            heading=_HEADINGS.get(status, "Error"),
+            message=message,
+            back=back,
+        )
+        return _html(status, body, headers or [])
+
+    def _static(self, name: str) -> Response | None:
+        asset = pages.static_asset(name)
+        if asset is None:
+            return None
+        body, content_type = asset
+        return Response(
+            200, body, content_type, [("Cache-Control", "max-age=300"), ("X-Content-Type-Options", "nosniff")]
+        )
+
+
+_HEADINGS = {
+    401: "Sign in",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Not now",
+    415: "Unsupported",
+    503: "Unavailable",
+}
+
+
+def _route(request: Request) -> tuple[str, dict[str, str]] | Response | None:
+    """The handler's name and path parameters; a 405 for a known path and another method; None if not ours."""
+    method = "GET" if request.method == "HEAD" else request.method
+    allowed = []
+    for route_method, pattern, name in _ROUTES:
+        match = pattern.fullmatch(request.path)
+        if match is None:
+            continue
+        if route_method == method:
+            return name, match.groupdict()
+        allowed.append(route_method)
+    if allowed:
+        return _json(405, {"error": f"{request.method} not allowed"}, [("Allow", ", ".join(sorted(set(allowed))))])
+    return None
+
+
+def _param(request: Request, name: str) -> str | None:
+    values = request.query.get(name)
+    return values[0] if values and values[0] else None
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    value = _param(request, name)
+    return int(value) if value is not None and value.isdigit() and int(value) > 0 else default
+
+
+def _quote(delivery_id: str) -> str:
+    return quote(delivery_id, safe="")
+
+
+def _json(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(
+        status, json.dumps(body).encode(), "application/json", [("Cache-Control", "no-store"), *(headers or [])]
+    )
+
+
+def _html(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, body, HTML, [*_SECURITY_HEADERS, *(headers or [])])

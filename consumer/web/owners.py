@@ -1,0 +1,205 @@
+"""Which instance owns a partition, and forwarding a request to it (as Kafka Streams' interactive queries).
+
+Each instance advertises its HTTP base URL in its group consumer's `client.id` (`client_id_for`), so the
+group's own metadata says where partition p lives: DescribeGroups lists every member with its client id
+and assignment. Brokers that describe no members (the embedded Tansu does not) are covered by asking
+the peers themselves: each instance answers `GET /api/instance` with its URL and owned partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from ssl import SSLContext
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from confluent_kafka.admin import AdminClient
+
+from consumer.ops import logging as logs
+from consumer.ops.exchange import Request, Response
+
+CLIENT_ID_PREFIX = "sendtrack@"
+FORWARDED_HEADER = "x-sendtrack-forwarded"  # a forwarded request is answered where it lands, never sent on
+ROUTED_PARAM = "routed"  # the same mark on a redirect, where a header cannot travel
+INSTANCE_PATH = "/api/instance"
+
+Lookup = Callable[[], dict[int, str]]  # partition -> advertised base URL of its owner
+
+_log = logs.get("sendtrack.web.owners")
+
+
+def client_id_for(advertised_url: str) -> str:
+    """The group consumer's client.id: `sendtrack@http://10.0.0.5:8080`."""
+    return CLIENT_ID_PREFIX + _checked_url(advertised_url)
+
+
+def advertised_url_of(client_id: str) -> str | None:
+    """The advertised URL in a client.id made by client_id_for; None for any other client."""
+    if not client_id.startswith(CLIENT_ID_PREFIX):
+        return None
+    try:
+        return _checked_url(client_id[len(CLIENT_ID_PREFIX) :])
+    except ValueError:
+        return None
+
+
+def _checked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
+        raise ValueError(f"not an http(s) base URL: {url!r}")
+    return url.rstrip("/")
+
+
+def is_routed(request: Request) -> bool:
+    """Already forwarded or redirected to the owner: answer here, whatever the map says."""
+    return FORWARDED_HEADER in request.headers or ROUTED_PARAM in request.query
+
+
+# -- where partitions live ------------------------------------------------------------------------------
+def group_lookup(admin: AdminClient, group: str, topic: str, timeout_s: float = 5.0) -> Lookup:
+    """The owners of `topic`'s partitions from the group's members (DescribeGroups)."""
+
+    def lookup() -> dict[int, str]:
+        description = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
+        owners = {}
+        for member in description.members:
+            url = advertised_url_of(member.client_id or "")
+            if url is None or member.assignment is None:
+                continue
+            owners.update((tp.partition, url) for tp in member.assignment.topic_partitions if tp.topic == topic)
+        return owners
+
+    return lookup
+
+
+def peer_lookup(
+    peers: Callable[[], Iterable[str]], timeout_s: float = 2.0, context: SSLContext | None = None
+) -> Lookup:
+    """The owners as the peers say themselves: each peer's GET /api/instance."""
+
+    def lookup() -> dict[int, str]:
+        owners = {}
+        for peer in peers():
+            try:
+                instance = _get_json(f"{peer}{INSTANCE_PATH}", timeout_s, context)
+                owners.update((int(p), _checked_url(instance["url"])) for p in instance["partitions"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # a peer down or starting: the others answer
+                _log.info("peer_unavailable", peer=peer, error=str(exc))
+        return owners
+
+    return lookup
+
+
+def static_peers(urls: Iterable[str]) -> Callable[[], list[str]]:
+    checked = [_checked_url(url) for url in urls]
+    return lambda: checked
+
+
+def dns_peers(host: str, port: int, scheme: str = "http") -> Callable[[], list[str]]:
+    """Every address a name resolves to (a Kubernetes headless service), resolved at each refresh."""
+
+    def peers() -> list[str]:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+        return [f"{scheme}://[{a}]:{port}" if ":" in a else f"{scheme}://{a}:{port}" for a in sorted(addresses)]
+
+    return peers
+
+
+def first_answer(*lookups: Lookup) -> Lookup:
+    """The first lookup that knows any owner: the group's metadata, then the peers."""
+
+    def lookup() -> dict[int, str]:
+        for each in lookups:
+            try:
+                owners = each()
+            except Exception as exc:  # a broker or peer failure must not take the pages down
+                _log.warning("owner_lookup_failed", error=str(exc))
+                continue
+            if owners:
+                return owners
+        return {}
+
+    return lookup
+
+
+class Owners:
+    """The partition -> owner map, cached for a few seconds and refreshed when a partition is missing."""
+
+    def __init__(self, lookup: Lookup, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._owners: dict[int, str] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def owner_of(self, partition: int) -> str | None:
+        with self._lock:
+            stale = self._fetched_at is None or self._clock() - self._fetched_at > self._ttl_s
+            if stale or partition not in self._owners:
+                self._refresh()
+            return self._owners.get(partition)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._fetched_at = None
+
+    def _refresh(self) -> None:
+        # A miss refreshes at most once a second: a partition nobody owns (mid-rebalance) costs one lookup.
+        now = self._clock()
+        if self._fetched_at is not None and now - self._fetched_at < min(1.0, self._ttl_s):
+            return
+        self._owners = self._lookup()
+        self._fetched_at = now
+
+
+# -- forwarding -----------------------------------------------------------------------------------------
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length"}
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None  # a redirect comes back as the response: the owner never bounces us around
+
+
+def forward(request: Request, owner_url: str, timeout_s: float = 5.0, context: SSLContext | None = None) -> Response:
+    """The owner's answer to the same request, marked as forwarded. Raises OSError when it cannot be reached."""
+    headers = {name: value for name, value in request.headers.items() if name not in _HOP_HEADERS}
+    headers[FORWARDED_HEADER] = "1"
+    url = owner_url + quote(request.path) + _query_string(request)
+    outgoing = urllib.request.Request(url, request.body or None, headers, method=request.method)
+    opener = urllib.request.build_opener(_NoRedirects, urllib.request.HTTPSHandler(context=context))
+    try:
+        with opener.open(outgoing, timeout=timeout_s) as answer:
+            return _response(answer.status, answer.headers, answer.read())
+    except urllib.error.HTTPError as answer:  # 4xx/5xx and the 3xx we refused to follow
+        return _response(answer.code, answer.headers, answer.read())
+
+
+def redirect(request: Request, owner_url: str) -> Response:
+    """Send the browser to the owner itself, marked as routed so the owner answers whatever its map says."""
+    query = {**request.query, ROUTED_PARAM: ["1"]}
+    location = owner_url + quote(request.path) + _query_string(request, query)
+    return Response(307, b"", "text/plain", [("Location", location)])
+
+
+def _query_string(request: Request, query: dict[str, list[str]] | None = None) -> str:
+    pairs = [(k, v) for k, values in (query or request.query).items() for v in values]
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+def _response(status: int, headers: Any, body: bytes) -> Response:
+    kept = [(k, v) for k, v in headers.items() if k.lower() not in _HOP_HEADERS | {"content-type", "date", "server"}]
+    return Response(status, body, headers.get("Content-Type", "application/octet-stream"), kept)
+
+
+def _get_json(url: str, timeout_s: float, context: SSLContext | None) -> Any:
+    opener = urllib.request.build_opener(_NoRedirects, urllib.request.HTTPSHandler(context=context))
+    with opener.open(urllib.request.Request(url, headers={"Accept": "application/json"}), timeout=timeout_s) as r:
+        return json.loads(r.read())
