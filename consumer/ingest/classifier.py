@@ -106,7 +106,7 @@ class Classifier:
     def classify(
         self, code: int | None, enhanced: str | None, text: str | None, hint: str | None = None
     ) -> Classification:
-        """Total: any input gives one Classification. `hint` is a vendor's own category, e.g. "ses:Permanent/NoEmail"."""
+        """Total: any input gives one Classification. `hint` is a vendor's category, e.g. "ses:Permanent/NoEmail"."""
         text = text[:MAX_TEXT_CHARS] if isinstance(text, str) else None
         parsed = _parse_enhanced(enhanced) or _enhanced_in(text)
         if not (isinstance(code, int) and 200 <= code <= 599):
@@ -114,7 +114,9 @@ class Classifier:
         hint = hint.casefold() if isinstance(hint, str) else None
         return self._classify(code, parsed, text, hint)
 
-    def _decide(self, code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None) -> Classification:
+    def _decide(
+        self, code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None
+    ) -> Classification:
         for rule in self._candidates(code, enhanced, hint):
             if rule.text is None or (text is not None and rule.text.search(text)):
                 return rule.result
