@@ -104,13 +104,24 @@ class Service:
         except topic_admin.TopicLayoutError as exc:
             raise StartupError(str(exc)) from None
         self._base = base
-        self._producer = self._new_producer()
-        self._dead_letters = DeadLetters(self._producer, s.topics.dlq, self.metrics, self._log)
         consumer_config = kafka_config.consumer_config(base, s.group_id, s.session_timeout_ms)
-        self._consumer = Consumer({**consumer_config, "stats_cb": self._on_stats, "error_cb": self._on_kafka_error})
-        self._reader = Consumer(kafka_config.reader_config(base, f"{s.group_id}.restore", reset="error"))
+        self.attach(
+            self._new_producer(),
+            Consumer({**consumer_config, "stats_cb": self._on_stats, "error_cb": self._on_kafka_error}),
+            Consumer(kafka_config.reader_config(base, f"{s.group_id}.restore", reset="error")),
+        )
+        self.health.watchdog = self._watchdog.start()
+        self._consumer.subscribe(
+            list(s.topics.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def attach(self, producer: OutputProducer, consumer: Consumer, reader: Consumer) -> None:
+        """Build the pipeline over these clients (run() makes real ones; tests may pass fakes)."""
+        s = self.settings
+        self._producer, self._consumer, self._reader = producer, consumer, reader
+        self._dead_letters = DeadLetters(producer, s.topics.dlq, self.metrics, self._log)
         self._checkpointer = Checkpointer(
-            self._producer, self._consumer, s.topics, self.metrics, s.commit_interval_s, self._on_published, self._log
+            producer, consumer, s.topics, self.metrics, s.commit_interval_s, self._on_published, self._log
         )
         self._intake = Intake(
             s.topics,
@@ -119,10 +130,6 @@ class Service:
             self._log,
             int(s.max_clock_skew_s * 1000),
             self._checkpointer.produce_sending_logs,
-        )
-        self.health.watchdog = self._watchdog.start()
-        self._consumer.subscribe(
-            list(s.topics.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
     def _new_producer(self) -> OutputProducer:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import pytest
+from fastavro.validation import validate
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from consumer.codec.avro import AvroCodec
+from consumer.codec.avro import HEADER_SIZE, AvroCodec
 from consumer.codec.errors import DecodeError, UnknownSchema
 from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT, SENDING_LOG, build_schema, load
-from tests.core.builders import kpi_after, mta, prepared
+from tests.core.builders import delivery_event, kpi_after, mta, prepared
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +64,58 @@ def test_unknown_fingerprint_is_its_own_error(mta_codec):
 
 
 def test_corrupt_body_truncation_and_unknown_enum_index(mta_codec):
-    good = mta_codec.encode(mta("d", "m", "DELIVERED"))
+    good = mta_codec.encode(mta("d", "m", "DELIVERED", event_id="e"))
     header = good[:10]
     with pytest.raises(DecodeError, match="corrupt mta_event"):
         mta_codec.decode(good[:-4])
     with pytest.raises(DecodeError, match="trailing bytes"):
         mta_codec.decode(good + b"\x00")
     enum_at = header + b"\x02e" + b"\x02d" + b"\x02m"  # then the enum index: 40 is out of range
-    with pytest.raises(DecodeError, match="corrupt mta_event"):
+    with pytest.raises(DecodeError, match="enum index 40"):
         mta_codec.decode(enum_at + b"\x50" + good[len(enum_at) + 1 :])
+
+
+@pytest.mark.parametrize("zigzag", [b"\x01", b"\x03", b"\x11"])  # -1, -2, -9: fastavro would index from the end
+def test_a_negative_enum_index_is_corrupt_not_the_last_symbol(mta_codec, zigzag):
+    good = mta_codec.encode(mta("d", "m", "RELAYED", event_id="e"))
+    enum_at = len(good[:10] + b"\x02e" + b"\x02d" + b"\x02m")
+    with pytest.raises(DecodeError, match="enum index -") as caught:
+        mta_codec.decode(good[:enum_at] + zigzag + good[enum_at + 1 :])
+    assert caught.value.field == "type"
+
+
+def test_a_negative_enum_index_cannot_cancel_a_delivery():
+    codec = AvroCodec.named(DELIVERY_EVENT)
+    good = codec.encode(delivery_event("d", "PREPARED", event_id="e"))
+    enum_at = len(good[:10] + b"\x02e" + b"\x02d")
+    with pytest.raises(DecodeError, match="enum index -1"):
+        codec.decode(good[:enum_at] + b"\x01" + good[enum_at + 1 :])
+
+
+def test_an_older_writer_is_range_checked_too(mta_codec):
+    older = dict(load(MTA_EVENT).definition)
+    older["fields"] = [f for f in older["fields"] if f["name"] != "address"]
+    old_writer = AvroCodec(build_schema(MTA_EVENT, older))
+    good = old_writer.encode({k: v for k, v in mta("d", "m", "RELAYED", event_id="e").items() if k != "address"})
+    mta_codec.register_writer(older)
+    enum_at = len(good[:10] + b"\x02e" + b"\x02d" + b"\x02m")
+    with pytest.raises(DecodeError, match="enum index -1"):
+        mta_codec.decode(good[:enum_at] + b"\x01" + good[enum_at + 1 :])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_whatever_a_mutated_record_decodes_to_satisfies_the_schema(mta_codec, data):
+    good = mta_codec.encode(mta("d", "m", "SOFT_BOUNCE", reason="mailbox_full", event_id="e"))
+    mutated = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(HEADER_SIZE, len(mutated) - 1))
+        mutated[at] = data.draw(st.integers(0, 255))
+    try:
+        record = mta_codec.decode(bytes(mutated))
+    except DecodeError:
+        return
+    validate(record, load(MTA_EVENT).plain, raise_errors=True)
 
 
 def test_reads_records_of_an_older_writer_schema(mta_codec):
