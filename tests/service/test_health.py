@@ -1,0 +1,101 @@
+"""Readiness, liveness, the watchdog and the lag gauge, without a broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from consumer.ops import logging as logs
+from consumer.service.errors import STUCK
+from consumer.service.health import Health, Watchdog
+from tests.service.fakes import LoopDriver
+
+
+def test_readiness_names_every_trouble_until_each_clears():
+    health = Health()
+    assert health.readiness() == (False, "joining the consumer group")
+    health.clear("group")
+    health.trouble("kafka", "all brokers are down")
+    health.trouble("checkpoint", "checkpoint_failed: timed out")
+    ready, detail = health.readiness()
+    assert not ready and "all brokers are down" in detail and "timed out" in detail
+    health.clear("kafka")
+    health.clear("checkpoint")
+    assert health.readiness() == (True, "ready")
+
+
+def test_the_watchdog_turns_health_red_then_exits_stuck_when_the_loop_stops_beating():
+    exits: list[int] = []
+    exited = threading.Event()
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        exited.set()
+
+    watchdog = Watchdog(1.0, logs.get("test"), exit_=fake_exit)
+    health = Health()
+    health.clear("group")
+    health.watchdog = watchdog.start()
+    watchdog.beat("checkpoint_commit")
+    assert health.liveness()[0]
+    time.sleep(0.6)  # past half the timeout: red, not yet ended
+    alive, detail = health.liveness()
+    assert not alive and "checkpoint_commit" in detail
+    assert not health.readiness()[0]
+    assert exited.wait(3.0)
+    assert exits == [STUCK]
+
+
+def test_a_beating_loop_is_never_ended():
+    exits: list[int] = []
+    watchdog = Watchdog(0.5, logs.get("test"), exit_=exits.append).start()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        watchdog.beat("poll")
+        time.sleep(0.05)
+    watchdog.stop()
+    assert exits == []
+
+
+def stats(topic: str, partitions: dict[int, dict[str, int]]) -> str:
+    return json.dumps(
+        {
+            "brokers": {"b1": {"state": "UP"}},
+            "topics": {topic: {"partitions": {str(p): data for p, data in partitions.items()} | {"-1": {}}}},
+        }
+    )
+
+
+def lag(driver: LoopDriver, topic: str, partition: int) -> float:
+    return driver.service.metrics.consumer_lag.labels(topic, str(partition))._value.get()
+
+
+def test_lag_is_the_end_minus_what_this_instance_processed_not_librdkafkas_committed_view():
+    driver = LoopDriver(partitions=2)
+    topic = driver.topics.mta_events
+    runtimes = driver.service._runtimes
+    runtimes[0].committed[topic] = 40  # committed earlier (in a transaction: librdkafka does not see it)
+    runtimes[0].consumed[topic] = 70  # processed since
+    # Partition 1: a first start, nothing committed; the log starts at 10.
+    driver.service._on_stats(
+        stats(
+            topic,
+            {
+                0: {"ls_offset": 100, "hi_offset": 100, "lo_offset": 0, "consumer_lag": -1},
+                1: {"ls_offset": 25, "hi_offset": 25, "lo_offset": 10, "consumer_lag": -1},
+            },
+        )
+    )
+    assert lag(driver, topic, 0) == 30
+    assert lag(driver, topic, 1) == 15
+    runtimes[0].consumed[topic] = 100
+    driver.service._on_stats(stats(topic, {0: {"ls_offset": 100, "hi_offset": 100, "lo_offset": 0}}))
+    assert lag(driver, topic, 0) == 0
+
+
+def test_broker_state_in_the_statistics_clears_a_kafka_trouble():
+    driver = LoopDriver()
+    driver.service.health.trouble("kafka", "all brokers are down")
+    driver.service._on_stats(stats(driver.topics.deliveries, {}))
+    assert not driver.service.health.has("kafka")
