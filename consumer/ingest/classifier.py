@@ -41,6 +41,9 @@ _CACHE_SIZE = 2_048
 _ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\s*")
 _ENHANCED_IN_TEXT = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
 _CODE_IN_TEXT = re.compile(r"\s*(?:smtp\s*;\s*)?([245]\d\d)(?:[\s\-]|$)", re.IGNORECASE)
+# A line break and the "550-5.1.1 " that starts each continuation line of a multi-line reply: one space, so that
+# a phrase split over lines still matches.
+_LINE_BREAK = re.compile(r"\s*[\r\n]+\s*(?:[245]\d\d[ \-](?:[245]\.\d{1,3}\.\d{1,3} +)?)?")
 _PATTERN_PART = re.compile(r"\*|\d{1,3}")
 _RULE_KEYS = frozenset({"id", "kind", "reason", "enhanced", "code", "class", "hint", "text"})
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
@@ -97,17 +100,18 @@ class Classifier:
     @classmethod
     def load(cls, extra: Sequence[Path] = ()) -> Classifier:
         """User rule files first (in the given order), then the packaged defaults."""
-        rules: list[Rule] = []
         seen: dict[str, Path] = {}
-        for path in [*extra, DEFAULT_RULES]:
-            rules.extend(load_rules(path, seen))
-        return cls(rules)
+        defaults = load_rules(DEFAULT_RULES, seen)  # read first, so that a clashing id is blamed on the user file
+        users = [rule for path in extra for rule in load_rules(path, seen)]
+        return cls([*users, *defaults])
 
     def classify(
         self, code: int | None, enhanced: str | None, text: str | None, hint: str | None = None
     ) -> Classification:
         """Total: any input gives one Classification. `hint` is a vendor's category, e.g. "ses:Permanent/NoEmail"."""
         text = text[:MAX_TEXT_CHARS] if isinstance(text, str) else None
+        if text and ("\n" in text or "\r" in text):
+            text = _LINE_BREAK.sub(" ", text)
         parsed = _parse_enhanced(enhanced) or _enhanced_in(text)
         if not (isinstance(code, int) and 200 <= code <= 599):
             code = _code_in(text)
