@@ -124,6 +124,10 @@ class KpiView(KpiTable):
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()
         self._thread.join(timeout_s)

@@ -1,0 +1,140 @@
+"""Confirm send and Compute stats: who may, what is published, and how refusals are audited."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import DELIVERY_EVENT
+from consumer.kafka.topics import Topics
+from consumer.web.actions import Actions
+from consumer.web.auth import ANONYMOUS, Auth, Identity, WebConfig
+from tests.web.fakes import FakePublisher, kpi
+
+TOPICS = Topics.prefixed("t.")
+ALICE = Identity("alice", frozenset({"start_deliveries", "viewer"}), "basic")
+BOB = Identity("bob", frozenset({"viewer"}), "bearer")
+NOBODY = Identity("nobody", frozenset(), "basic")
+AWAITING = kpi("d1", state="AWAITING_CONFIRMATION")
+EVENTS = AvroCodec.named(DELIVERY_EVENT)
+
+
+def config() -> WebConfig:
+    return WebConfig(None, {"alice": b"x"}, {}, None, None, None, b"s")  # users exist: authentication is on
+
+
+@pytest.fixture
+def setup() -> tuple[Actions, FakePublisher, CollectorRegistry]:
+    publisher, registry = FakePublisher(), CollectorRegistry()
+    ids = iter(f"event-{i}" for i in range(100))
+    actions = Actions(
+        publisher, Auth(config()), registry, TOPICS, clock=lambda: 1_800_000_000.5, new_id=lambda: next(ids)
+    )
+    return actions, publisher, registry
+
+
+def denied(registry: CollectorRegistry, action: str, reason: str) -> float:
+    return registry.get_sample_value("sendtrack_web_denied_actions_total", {"action": action, "reason": reason}) or 0
+
+
+def test_a_user_with_the_role_confirms_as_themselves(setup) -> None:
+    actions, publisher, registry = setup
+    outcome = actions.confirm(ALICE, "d1", AWAITING)
+    assert (outcome.status, outcome.event_id) == (202, "event-0")
+    [(topic, key, value)] = publisher.records
+    assert (topic, key) == ("t.deliveries", b"d1")
+    event = EVENTS.decode(value)
+    assert {k: event[k] for k in ("event_id", "delivery_id", "type", "occurred_at", "actor", "actor_roles")} == {
+        "event_id": "event-0",
+        "delivery_id": "d1",
+        "type": "CONFIRMED",
+        "occurred_at": 1_800_000_000_500,
+        "actor": "alice",
+        "actor_roles": ["start_deliveries", "viewer"],
+    }
+    assert registry.get_sample_value("sendtrack_web_actions_total", {"action": "confirm"}) == 1
+
+
+def test_a_refused_confirmation_is_published_for_the_core_to_record_once_per_user(setup) -> None:
+    actions, publisher, registry = setup
+    outcomes = [actions.confirm(who, "d1", AWAITING) for who in (BOB, BOB, NOBODY)]
+    assert [(o.status, o.reason) for o in outcomes] == [(403, "missing_role")] * 3
+    events = [EVENTS.decode(value) for _, _, value in publisher.records]
+    assert [(e["actor"], e["actor_roles"]) for e in events] == [("bob", ["viewer"])] * 2 + [("nobody", [])]
+    ids = [e["event_id"] for e in events]
+    assert ids[0] == ids[1] != ids[2]  # one refusal per (delivery, user) in the core; every attempt counted here
+    assert denied(registry, "confirm", "missing_role") == 3
+    assert registry.get_sample_value("sendtrack_web_actions_total", {"action": "confirm"}) is None
+
+
+@pytest.mark.parametrize(
+    ("identity", "delivery", "status", "reason"),
+    [
+        (None, AWAITING, 401, "unauthenticated"),
+        (ANONYMOUS, AWAITING, 403, "read_only"),
+        (ALICE, None, 404, "unknown_delivery"),
+        (ALICE, kpi("d1", state="SENDING"), 409, "not_awaiting_confirmation"),
+    ],
+)
+def test_confirmations_refused_without_publishing(setup, identity, delivery, status, reason) -> None:
+    actions, publisher, registry = setup
+    outcome = actions.confirm(identity, "d1", delivery)
+    assert (outcome.status, outcome.reason) == (status, reason)
+    assert publisher.records == []
+    assert denied(registry, "confirm", reason) == 1
+
+
+def test_compute_stats_publishes_the_command_keyed_by_delivery(setup) -> None:
+    actions, publisher, registry = setup
+    assert actions.compute_stats(BOB, "d1", kpi("d1")).status == 202
+    [(topic, key, value)] = publisher.records
+    assert (topic, key, json.loads(value)) == (
+        "t.sendtrack.control",
+        b"d1",
+        {"command": "compute-stats", "delivery_id": "d1"},
+    )
+    assert registry.get_sample_value("sendtrack_web_actions_total", {"action": "compute-stats"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("identity", "delivery", "status", "reason"),
+    [
+        (None, kpi("d1"), 401, "unauthenticated"),
+        (ANONYMOUS, kpi("d1"), 403, "read_only"),
+        (NOBODY, kpi("d1"), 403, "missing_role"),
+        (BOB, None, 404, "unknown_delivery"),
+    ],
+)
+def test_compute_stats_refusals(setup, identity, delivery, status, reason) -> None:
+    actions, publisher, registry = setup
+    assert (actions.compute_stats(identity, "d1", delivery).status, publisher.records) == (status, [])
+    assert denied(registry, "compute-stats", reason) == 1
+
+
+def test_an_unacknowledged_action_says_so(setup) -> None:
+    actions, publisher, registry = setup
+    publisher.failing = True
+    outcome = actions.compute_stats(ALICE, "d1", kpi("d1"))
+    assert (outcome.status, outcome.reason) == (503, "unavailable")
+    assert registry.get_sample_value("sendtrack_web_actions_total", {"action": "compute-stats"}) is None
+
+
+def test_a_refusal_is_one_structured_log_line(setup) -> None:
+    actions, _, _ = setup
+    with capture_logs() as lines:
+        actions.confirm(BOB, "d1", AWAITING)
+    assert [line for line in lines if line["event"] == "web_action_denied"] == [
+        {
+            "event": "web_action_denied",
+            "log_level": "warning",
+            "action": "confirm",
+            "reason": "missing_role",
+            "user": "bob",
+            "auth": "bearer",
+            "delivery_id": "d1",
+        }
+    ]
