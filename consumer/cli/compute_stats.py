@@ -6,9 +6,7 @@ import argparse
 import json
 import sys
 
-from confluent_kafka import Producer
-
-from consumer.cli.options import add, add_bootstrap, kafka_base
+from consumer.cli.options import ACK_TIMEOUT_S, NOT_ACCEPTED, add, add_bootstrap, connect, producer, tool
 from consumer.kafka.topics import Topics
 from consumer.service.app import COMPUTE_STATS
 
@@ -19,13 +17,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("delivery_id")
 
 
+@tool("compute-stats")
 def command(args: argparse.Namespace) -> int:
-    producer = Producer({**kafka_base(args), "enable.idempotence": True})
+    sender = producer(connect(args, args.topic))
     command = {"command": COMPUTE_STATS, "delivery_id": args.delivery_id}
     # Keyed by delivery_id: it lands on the partition, hence the instance, that owns the delivery.
-    producer.produce(args.topic, json.dumps(command).encode(), args.delivery_id.encode())
-    if producer.flush(30):
-        print("the command was not acknowledged", file=sys.stderr)
-        return 1
+    sender.produce(args.topic, json.dumps(command).encode(), args.delivery_id.encode())
+    if sender.flush(ACK_TIMEOUT_S):
+        print(f"the command was not acknowledged by Kafka within {ACK_TIMEOUT_S:g} s", file=sys.stderr)
+        return NOT_ACCEPTED
     print(f"compute-stats requested for {args.delivery_id}", file=sys.stderr)
     return 0

@@ -8,9 +8,9 @@ import sys
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumer.cli.options import add, add_bootstrap, kafka_base
+from consumer.cli.options import NOT_ACCEPTED, add, add_bootstrap, connect, kafka_failure, tool
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
 from consumer.kafka.config import reader_config
@@ -79,12 +79,17 @@ def table(kpis: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
 
 
+@tool("kpis")
 def command(args: argparse.Namespace) -> int:
-    latest = read_latest(kafka_base(args), args.topic)
+    config = connect(args, args.topic)
+    try:
+        latest = read_latest(config, args.topic)
+    except (KafkaException, RuntimeError, TimeoutError) as exc:
+        raise kafka_failure(config, f"reading {args.topic}", exc) from None
     kpis = [latest[d] for d in sorted(latest) if args.delivery in (None, d)]
     if args.delivery and not kpis:
         print(f"no KPI for delivery {args.delivery!r}", file=sys.stderr)
-        return 1
+        return NOT_ACCEPTED
     if args.json:
         for kpi in kpis:
             print(json.dumps(kpi))

@@ -1,12 +1,32 @@
-"""Flags that can also come from the environment: --foo-bar reads SENDTRACK_FOO_BAR."""
+"""What the CLI commands share: flags that can also come from the environment (--foo-bar reads SENDTRACK_FOO_BAR),
+and how the tools (produce, kpis, compute-stats, broker) reach Kafka and fail.
+
+Exit codes of the tools: 0 done; 1 it ran but something was not accepted (bad input lines, records Kafka did not
+acknowledge, no KPI for the asked delivery); 2 it could not run: a configuration error, or Kafka unreachable,
+refusing the TLS handshake or the credentials. A failure is one line on stderr, `sendtrack <tool>: <what, where>`,
+never a traceback nor librdkafka's own log lines; secrets in the configuration never appear in it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 TRUE = {"1", "true", "yes", "on"}
+NOT_ACCEPTED = 1
+CANNOT_RUN = 2
+REACH_TIMEOUT_S = 10.0
+ACK_TIMEOUT_S = 30.0
+
+
+class ToolError(Exception):
+    """Why a tool cannot run: printed as its one line, exit code CANNOT_RUN."""
 
 
 def env_name(flag: str) -> str:
@@ -30,8 +50,110 @@ def add_bootstrap(parser: argparse.ArgumentParser, required: bool = True) -> Non
     add(parser, "--bootstrap-servers", required=required, help="Kafka bootstrap servers, HOST:PORT[,...]")
 
 
+def tool(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """A tool's command: a ToolError becomes its one line on stderr and exit code CANNOT_RUN."""
+
+    def wrap(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(command)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return command(args)
+            except ToolError as exc:
+                print(f"sendtrack {name}: {exc}", file=sys.stderr)
+                return CANNOT_RUN
+
+        return run
+
+    return wrap
+
+
 def kafka_base(args: argparse.Namespace) -> dict[str, Any]:
     """Client config for the CLI tools: the bootstrap servers and any SENDTRACK_KAFKA_* security settings."""
     from consumer.kafka.config import base_config, security_from_env
 
-    return base_config(args.bootstrap_servers, security_from_env(os.environ))
+    try:
+        security = security_from_env(os.environ)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
+    return base_config(args.bootstrap_servers, security)
+
+
+def connect(args: argparse.Namespace, topic: str, timeout_s: float = REACH_TIMEOUT_S) -> dict[str, Any]:
+    """The tools' client config, once Kafka answered with it and has the topic; else a ToolError saying why.
+
+    librdkafka's own log lines are off (they would repeat every reconnect); its errors come through error_cb
+    and make the one line. TLS and credential refusals end the wait at once, anything else may be a broker
+    still starting and gets `timeout_s`.
+    """
+    config = {
+        **kafka_base(args),
+        "log_level": 0,  # emergencies only: librdkafka's log lines are not the tools' output
+        "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
+    }
+    topics = _topics(config, timeout_s)
+    if topic not in topics:
+        raise ToolError(f"topic {topic!r} does not exist on Kafka at {args.bootstrap_servers}")
+    return config
+
+
+def producer(config: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
+    """The tools' idempotent producer: a record not acknowledged within ACK_TIMEOUT_S fails instead of waiting."""
+    from confluent_kafka import Producer
+
+    timeout_ms = int(ACK_TIMEOUT_S * 1000)
+    return Producer({**config, "enable.idempotence": True, "message.timeout.ms": timeout_ms, **(extra or {})})
+
+
+def kafka_failure(config: Mapping[str, Any], what: str, exc: BaseException) -> ToolError:
+    """A ToolError for a Kafka operation that failed after connect(), secrets removed."""
+    return ToolError(_scrub(f"{what} on Kafka at {config['bootstrap.servers']} failed: {exc}", config))
+
+
+def _topics(config: dict[str, Any], timeout_s: float) -> set[str]:
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    errors: list[KafkaError] = []
+    try:
+        admin = AdminClient({**config, "error_cb": errors.append})
+    except KafkaException as exc:
+        raise ToolError(_scrub(f"invalid Kafka configuration: {exc.args[0].str()}", config)) from None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return set(admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1))).topics)
+        except KafkaException:
+            admin.poll(0)  # serves error_cb
+        refused = next((e for e in errors if e.code() in (KafkaError._SSL, KafkaError._AUTHENTICATION)), None)
+        if refused is not None or time.monotonic() >= deadline:
+            raise ToolError(_scrub(_unreachable(config["bootstrap.servers"], refused, errors, timeout_s), config))
+
+
+def _unreachable(where: str, refused: Any, errors: list[Any], timeout_s: float) -> str:
+    from confluent_kafka import KafkaError
+
+    if refused is not None and refused.code() == KafkaError._SSL:
+        return f"TLS handshake with Kafka at {where} failed: {_reason(refused)}"
+    if refused is not None:
+        return f"Kafka at {where} refused the credentials: {_reason(refused)}"
+    telling = [e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN] or errors
+    reason = _reason(telling[-1]) if telling else "no answer"
+    return f"cannot reach Kafka at {where} ({reason}) within {timeout_s:g} s"
+
+
+def _reason(error: Any) -> str:
+    """librdkafka's message without the broker name, the state it was in, or the connect preamble."""
+    text = re.sub(r"^\S+/(bootstrap|\d+): ", "", error.str())
+    text = re.sub(r" \(after \d+ms in state \w+\)$", "", text)
+    connect_failed = re.match(r"Connect to \S+ failed: (.+)$", text)
+    return connect_failed.group(1).lower() if connect_failed else text
+
+
+def _scrub(text: str, config: Mapping[str, Any]) -> str:
+    from consumer.kafka.config import redacted
+
+    shown = redacted(config)
+    for name, value in config.items():
+        if shown.get(name) == "***" and isinstance(value, str) and value:
+            text = text.replace(value, "***")
+    return text

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Producer
 
-from consumer.cli.options import add, add_bootstrap, kafka_base
+from consumer.cli.options import ACK_TIMEOUT_S, NOT_ACCEPTED, ToolError, add, add_bootstrap, connect, producer, tool
 from consumer.codec.avro import AvroCodec
 from consumer.codec.errors import InvalidEvent
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
@@ -46,20 +46,31 @@ def send(producer: Producer, topic: str, records: Iterable[tuple[bytes, bytes]])
         produce_waiting(producer, topic, value, key)
 
 
+@tool("produce")
 def command(args: argparse.Namespace) -> int:
     schema = args.schema or SCHEMA_OF_TOPIC.get(args.topic)
     if schema is None:
-        print(f"unknown topic {args.topic!r}: pass --schema", file=sys.stderr)
-        return 2
-    if args.file == "-":
-        good, bad = encode_lines(sys.stdin, AvroCodec.named(schema))
-    else:
-        with open(args.file, encoding="utf-8") as lines:
-            good, bad = encode_lines(lines, AvroCodec.named(schema))
+        raise ToolError(f"unknown topic {args.topic!r}: pass --schema")
+    good, bad = _encode_file(args.file, AvroCodec.named(schema))  # local problems first: they need no broker
+    config = connect(args, args.topic)
     for message in bad:
         print(message, file=sys.stderr)
-    producer = Producer({**kafka_base(args), "linger.ms": 20, "enable.idempotence": True})
-    send(producer, args.topic, good)
-    unacknowledged = producer.flush(30)
-    print(f"sent {len(good) - unacknowledged} events to {args.topic}; {len(bad)} bad lines", file=sys.stderr)
-    return 1 if bad or unacknowledged else 0
+    sender = producer(config, {"linger.ms": 20})
+    send(sender, args.topic, good)
+    unacknowledged = sender.flush(ACK_TIMEOUT_S)
+    lost = f" ({unacknowledged} not acknowledged by Kafka within {ACK_TIMEOUT_S:g} s)" if unacknowledged else ""
+    print(
+        f"sent {len(good) - unacknowledged} of {len(good)} events to {args.topic}{lost}; {len(bad)} bad lines",
+        file=sys.stderr,
+    )
+    return NOT_ACCEPTED if bad or unacknowledged else 0
+
+
+def _encode_file(path: str, codec: AvroCodec) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+    if path == "-":
+        return encode_lines(sys.stdin, codec)
+    try:
+        with open(path, encoding="utf-8") as lines:
+            return encode_lines(lines, codec)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ToolError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
