@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from consumer.cli import run
 from consumer.cli.produce import send
@@ -71,28 +78,31 @@ def _feed_and_watch(args: argparse.Namespace, service: Service) -> int:
         time.sleep(0.2)
     if service.http_port:
         print(f"metrics on http://127.0.0.1:{service.http_port}/metrics")
+        # -- web view address: the instance serves the Deployment web view at / on its HTTP port ----------------
+        print(f"web view: http://127.0.0.1:{service.http_port}/")
     producer = Producer({**base_config(args.bootstrap_servers, {}), "linger.ms": 20})
     codec = AvroCodec.named(DELIVERY_EVENT)
     send(producer, "deliveries", ((e["delivery_id"].encode(), codec.encode(e)) for e in workload.delivery_events))
     feeder = threading.Thread(target=_feed, args=(producer, workload.mta_events, args.rate), daemon=True)
     feeder.start()
-    while True:
-        kpis = service.published_kpis()
-        print("\033[2J\033[H" + render(kpis, workload.expected), flush=True)
-        done = all(
-            kpis.get(d, {}).get("processed") == e["processed"] and kpis[d]["sent"] == e["sent"]
-            for d, e in workload.expected.items()
-        )
-        if done and not feeder.is_alive():
-            exact = _exact(kpis, workload)
-            print(
-                "all events processed; the KPIs match the generator's ground truth."
-                if exact
-                else "processed, but the KPIs differ from the ground truth!"
-            )
-            if args.once:
+    exact: bool | None = None  # decided once, when the KPIs have caught up with the whole feed
+    kpis: dict[str, dict[str, Any]] = {}
+    changed = time.monotonic()  # when the published KPIs last changed
+    # Not a terminal (a script, a pipe): Live draws nothing until it stops, then the last view once.
+    with Live(render(kpis, workload.expected), refresh_per_second=4) as live:
+        while True:
+            latest = service.published_kpis()
+            if latest != kpis:
+                kpis, changed = latest, time.monotonic()
+            # Final statuses come before the last opens and clicks: wait until two checkpoints pass without a
+            # change, so that the last events fed are in the KPIs too.
+            settled = time.monotonic() - changed > 2 * service.settings.commit_interval_s
+            if exact is None and settled and not feeder.is_alive() and _caught_up(kpis, workload.expected):
+                exact = _exact(kpis, workload)
+            live.update(render(kpis, workload.expected, exact))
+            if exact is not None and args.once:
                 return 0 if exact else 1
-        time.sleep(0.5)
+            time.sleep(0.5)
 
 
 def _feed(producer: Producer, events: list[dict[str, Any]], rate: int) -> None:
@@ -107,33 +117,52 @@ def _feed(producer: Producer, events: list[dict[str, Any]], rate: int) -> None:
     producer.flush(30)
 
 
+def _caught_up(kpis: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]) -> bool:
+    return all(
+        kpis.get(d, {}).get("processed") == e["processed"] and kpis[d]["sent"] == e["sent"] for d, e in expected.items()
+    )
+
+
 def _exact(kpis: dict[str, dict[str, Any]], workload: Any) -> bool:
     return all(all(kpis[d].get(k) == v for k, v in e.items()) for d, e in workload.expected.items() if d in kpis)
 
 
-def _bar(pct: float) -> str:
-    filled = round(BAR * min(pct, 100.0) / 100)
-    return "█" * filled + "·" * (BAR - filled)
+def _delivery(delivery_id: str, kpi: dict[str, Any] | None) -> RenderableType:
+    # Text, not markup: an id or a reason may contain [brackets]
+    if kpi is None:
+        return Text(f"{delivery_id}  waiting for events\n", style="dim")
+    header = Text(f"{delivery_id}  {kpi['state']:<10} EFS {'on ' if kpi['efs'] else 'off'}  v{kpi['version']}")
+    header.append("  final" if kpi["final"] else "")
+    header.stylize("bold", 0, len(delivery_id))
+    reasons = ", ".join(f"{reason} {count}" for reason, count in kpi["failures_by_reason"].items())
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=10)
+    grid.add_column(width=BAR)
+    grid.add_column(justify="right", width=7)
+    grid.add_column(ratio=1)  # the details wrap, the gauges stay aligned
+    for label, pct, detail in (
+        ("progress", kpi["progress_pct"] or 0.0, f"({kpi['processed']}/{kpi['to_deliver']})"),
+        ("delivered", kpi["delivered_pct"], f"sent {kpi['sent']}  pending {kpi['pending']}"),
+        ("bounces", kpi["bounces_errors_pct"], f"failed {kpi['failed']}  {reasons}"),
+        (
+            "opens",
+            kpi["open_rate_pct"],
+            f"clicks {kpi['click_through_rate_pct']:.2f}%  complaints {kpi['complaints']}",
+        ),
+    ):
+        bar = ProgressBar(total=100.0, completed=min(pct, 100.0), width=BAR)
+        grid.add_row(Text(label), bar, Text(f"{pct:.2f}%"), Text(detail))
+    return Group(header, Padding(grid, (0, 0, 1, 2)))
 
 
-def render(kpis: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]) -> str:
-    lines = ["sendtrack demo: Deployment KPIs (Ctrl-C to stop)", ""]
-    for delivery_id in sorted(expected):
-        kpi = kpis.get(delivery_id)
-        if kpi is None:
-            lines.append(f"{delivery_id}  waiting for events")
-            continue
-        progress = kpi["progress_pct"] or 0.0
-        lines += [
-            f"{delivery_id}  {kpi['state']:<10} EFS {'on ' if kpi['efs'] else 'off'}  v{kpi['version']}"
-            + ("  final" if kpi["final"] else ""),
-            f"  progress   {_bar(progress)} {progress:6.2f}%  ({kpi['processed']}/{kpi['to_deliver']})",
-            f"  delivered  {_bar(kpi['delivered_pct'])} {kpi['delivered_pct']:6.2f}%  sent {kpi['sent']}"
-            f"  pending {kpi['pending']}",
-            f"  bounces    {_bar(kpi['bounces_errors_pct'])} {kpi['bounces_errors_pct']:6.2f}%  failed {kpi['failed']}"
-            f"  {kpi['failures_by_reason']}",
-            f"  opens      {_bar(kpi['open_rate_pct'])} {kpi['open_rate_pct']:6.2f}%  clicks"
-            f" {kpi['click_through_rate_pct']:.2f}%  complaints {kpi['complaints']}",
-            "",
-        ]
-    return "\n".join(lines)
+def render(
+    kpis: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]], exact: bool | None = None
+) -> RenderableType:
+    """Each delivery's KPIs as gauges; once the feed is done, whether they match the generator's ground truth."""
+    verdict = {
+        None: Text(""),
+        True: Text("all events processed; the KPIs match the generator's ground truth.", style="bold green"),
+        False: Text("processed, but the KPIs differ from the ground truth!", style="bold red"),
+    }[exact]
+    deliveries = [_delivery(delivery_id, kpis.get(delivery_id)) for delivery_id in sorted(expected)]
+    return Panel(Group(*deliveries, verdict), title="sendtrack demo: Deployment KPIs (Ctrl-C to stop)")
