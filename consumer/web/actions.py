@@ -105,7 +105,7 @@ class Actions:
             # Published all the same: the core records the refusal (see the module's trust model).
             event_id = str(uuid.uuid5(_REFUSALS, f"{delivery_id}\0{identity.user}"))
             problem = self._publish_confirmed(identity, delivery_id, event_id)
-            return problem or self.deny(CONFIRM, "missing_role", identity, delivery_id, 403)
+            return problem or self.deny(CONFIRM, "missing_role", identity, delivery_id, 403, _REFUSED_CONFIRMATION)
         event_id = self._new_id()
         return self._publish_confirmed(identity, delivery_id, event_id) or self._done_outcome(
             CONFIRM, identity, delivery_id, event_id
@@ -183,6 +183,7 @@ class Actions:
         return Outcome(action, 202, MESSAGES[action], event_id=event_id)
 
 
+_REFUSED_CONFIRMATION = "Confirming a send needs the Start deliveries role; this refused attempt is recorded."
 MESSAGES = {
     CONFIRM: "Confirmation sent: the delivery starts once sendtrack applies it.",
     COMPUTE_STATS: "Compute stats requested: the owning instance recomputes and republishes the KPIs.",

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from consumer.core.status import MessageState
-from consumer.ops.exchange import Request
+import bcrypt
+from prometheus_client import CollectorRegistry
+
+from consumer.core.events import Fact
+from consumer.core.status import Bounce, MessageState
+from consumer.kafka.topics import Topics
+from consumer.ops.exchange import Request, Response
+from consumer.web.actions import PublishError
+from consumer.web.app import WebApp
+from consumer.web.auth import Auth
+from consumer.web.kpi_view import KpiTable
 from consumer.web.owner_state import FailedPage, MessageDetail, failed_page, message_detail
+from consumer.web.owners import Owners
 
 
 def kpi(delivery_id: str, **fields: Any) -> dict[str, Any]:
@@ -49,8 +60,6 @@ class FakePublisher:
     failing: bool = False
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        from consumer.web.actions import PublishError
-
         if self.failing:
             raise PublishError("broker down")
         self.records.append((topic, key, value))
@@ -92,3 +101,58 @@ def request(
 
 def basic(user: str, password: str) -> dict[str, str]:
     return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def write_web_config(directory: Path) -> Path:
+    """alice may confirm sends (start_deliveries), bob may look (viewer); passwords are `<name>-pw`."""
+    path = directory / "web.yml"
+    alice, bob = (bcrypt.hashpw(p, bcrypt.gensalt(4)).decode() for p in (b"alice-pw", b"bob-pw"))
+    path.write_text(
+        f"basic_auth_users:\n  alice: '{alice}'\n  bob: '{bob}'\n"
+        "sendtrack_roles:\n  alice: [start_deliveries]\n  bob: [viewer]\n"
+    )
+    return path
+
+
+def hard_bounced(reason: str) -> MessageState:
+    return MessageState(int(Fact.RELAYED | Fact.HARD_BOUNCE), 1, hard=Bounce(1_795_000_000_000, 1, "e", reason))
+
+
+class View:
+    """A WebApp over fakes: d1 sending (partition 0, owned here, 120 failed messages), d2 awaiting confirmation."""
+
+    def __init__(self, auth: Auth, owners: Owners | None = None, owned: set[int] | None = None) -> None:
+        self.kpis = KpiTable()
+        self.kpis.apply(0, kpi("d1", processed=10, sent=9, failed=1, delivered_pct=90.0, bounces_errors_pct=10.0))
+        self.kpis.apply(1, kpi("d2", state="AWAITING_CONFIRMATION", to_deliver=2_000_000))
+        self.owner_state = FakeOwnerState({0} if owned is None else owned)
+        reasons = ("mailbox_full", "user_unknown")
+        self.owner_state.messages["d1"] = {f"m{i:03}": hard_bounced(reasons[i % 2]) for i in range(120)}
+        self.owner_state.messages["d1"]["m200"] = MessageState(int(Fact.RELAYED | Fact.DELIVERED), 2)
+        self.publisher = FakePublisher()
+        self.registry = CollectorRegistry()
+        self.app = WebApp(
+            self.kpis,
+            owners,
+            auth,
+            self.publisher,
+            self.owner_state,
+            self.registry,
+            topics=Topics(),
+            advertised_url="http://me.test",
+            heartbeat_s=0.05,
+        )
+
+    def get(self, path: str, headers: dict | None = None, **query: str) -> Response:
+        response = self.app.handle(request(path, query={k: [v] for k, v in query.items()}, headers=headers))
+        assert response is not None, path
+        return response
+
+    def post(self, path: str, body: bytes, headers: dict) -> Response:
+        response = self.app.handle(request(path, "POST", headers=headers, body=body))
+        assert response is not None, path
+        return response
+
+    def denied(self, action: str, reason: str) -> float:
+        labels = {"action": action, "reason": reason}
+        return self.registry.get_sample_value("sendtrack_web_denied_actions_total", labels) or 0

@@ -6,84 +6,25 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import bcrypt
 import pytest
-from prometheus_client import CollectorRegistry
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT
-from consumer.core.events import Fact
-from consumer.core.status import Bounce, MessageState
-from consumer.kafka.topics import Topics
 from consumer.ops.exchange import Response
-from consumer.web.app import WebApp
 from consumer.web.auth import Auth, load_web_config
 from consumer.web.csrf import FORM
-from consumer.web.kpi_view import KpiTable
 from consumer.web.owners import Owners
-from tests.web.fakes import FakeOwnerState, FakePublisher, basic, kpi, request
+from tests.web.fakes import View, basic, kpi, request, write_web_config
 from tests.web.serving import serve
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
 ALICE = basic("alice", "alice-pw")  # start_deliveries
 BOB = basic("bob", "bob-pw")  # viewer
-FAILED = int(Fact.RELAYED | Fact.HARD_BOUNCE)
-
-
-def hard(reason: str) -> MessageState:
-    return MessageState(FAILED, 1, hard=Bounce(1_795_000_000_000, 1, "e", reason))
 
 
 @pytest.fixture(scope="module")
 def web_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("web") / "web.yml"
-    alice, bob = (bcrypt.hashpw(p, bcrypt.gensalt(4)).decode() for p in (b"alice-pw", b"bob-pw"))
-    path.write_text(
-        f"basic_auth_users:\n  alice: '{alice}'\n  bob: '{bob}'\n"
-        "sendtrack_roles:\n  alice: [start_deliveries]\n  bob: [viewer]\n"
-    )
-    return path
-
-
-class View:
-    """A WebApp over fakes: two deliveries, the owner of partition 0 here."""
-
-    def __init__(self, auth: Auth, owners: Owners | None = None, owned: set[int] | None = None) -> None:
-        self.kpis = KpiTable()
-        self.kpis.apply(0, kpi("d1", processed=10, sent=9, failed=1, delivered_pct=90.0, bounces_errors_pct=10.0))
-        self.kpis.apply(1, kpi("d2", state="AWAITING_CONFIRMATION", to_deliver=2_000_000))
-        self.owner_state = FakeOwnerState({0} if owned is None else owned)
-        self.owner_state.messages["d1"] = {
-            f"m{i:03}": hard("user_unknown" if i % 2 else "mailbox_full") for i in range(120)
-        }
-        self.owner_state.messages["d1"]["m200"] = MessageState(int(Fact.RELAYED | Fact.DELIVERED), 2)
-        self.publisher = FakePublisher()
-        self.registry = CollectorRegistry()
-        self.app = WebApp(
-            self.kpis,
-            owners,
-            auth,
-            self.publisher,
-            self.owner_state,
-            self.registry,
-            topics=Topics(),
-            advertised_url="http://me.test",
-            heartbeat_s=0.05,
-        )
-
-    def get(self, path: str, headers: dict | None = None, **query: str) -> Response:
-        response = self.app.handle(request(path, query={k: [v] for k, v in query.items()}, headers=headers))
-        assert response is not None, path
-        return response
-
-    def post(self, path: str, body: bytes, headers: dict) -> Response:
-        response = self.app.handle(request(path, "POST", headers=headers, body=body))
-        assert response is not None, path
-        return response
-
-    def denied(self, action: str, reason: str) -> float:
-        labels = {"action": action, "reason": reason}
-        return self.registry.get_sample_value("sendtrack_web_denied_actions_total", labels) or 0
+    return write_web_config(tmp_path_factory.mktemp("web"))
 
 
 @pytest.fixture

@@ -44,9 +44,14 @@
     if (only && change.delivery_id !== only) return;
     const shown = !stateFilter || change.state === stateFilter;
     let el = root.querySelector('[data-delivery="' + CSS.escape(change.delivery_id) + '"]');
-    if (el && !shown && !only) { el.remove(); return; }
-    if (!el && shown && !only) el = addRow(change);
+    if (el && !shown && !only) { el.remove(); count(); return; }
+    if (!el && shown && !only) { el = addRow(change); count(); }
     if (el) fill(el, change);
+  }
+
+  function count() {
+    const shown = document.getElementById("count");
+    if (shown) shown.textContent = root.querySelectorAll("#rows [data-delivery]").length;
   }
 
   function query() {
