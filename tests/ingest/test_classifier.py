@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -310,3 +312,29 @@ def test_the_packaged_rules_load_and_use_every_reason():
     assert DEFAULT_RULES.is_relative_to(Path(__file__).parents[2] / "consumer")
     assert {rule.result.reason for rule in rules} == set(REASONS)
     assert len(rules) == len(default_classifier().rules)
+
+
+def rule_patterns() -> list[tuple[str, re.Pattern[str], re.Pattern[str]]]:
+    """(id, the pattern as written compiled case-insensitively, the pattern the classifier uses)."""
+    document = tomllib.loads(DEFAULT_RULES.read_text(encoding="utf-8"))
+    written = {table["id"]: table["text"] for table in document["rule"] if "text" in table}
+    used = {rule.result.rule: rule.text for rule in load_rules(DEFAULT_RULES) if rule.text is not None}
+    return [(rule_id, re.compile(pattern, re.IGNORECASE), used[rule_id]) for rule_id, pattern in written.items()]
+
+
+PATTERNS = rule_patterns()
+
+
+def assert_same_matches(text: str) -> None:
+    for rule_id, written, used in PATTERNS:
+        assert (used.search(text.lower()) is None) == (written.search(text) is None), (rule_id, text)
+
+
+def test_lower_cased_patterns_match_the_table_like_case_insensitive_ones():
+    for given_, _ in TABLE:
+        assert_same_matches(given_[2] or "")
+
+
+@given(st.text(st.characters(codec="ascii"), max_size=200))
+def test_lower_cased_patterns_match_like_case_insensitive_ones(text):
+    assert_same_matches(text)
