@@ -42,19 +42,6 @@ _SECURITY_HEADERS = [
     ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 ]
-_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    (method, re.compile(pattern), name)
-    for method, pattern, name in [
-        ("GET", r"/", "list_page"),
-        ("GET", r"/events", "events"),
-        ("GET", r"/api/deliveries", "api_list"),
-        ("GET", r"/api/deliveries/(?P<delivery_id>.+)/failed", "api_failed"),
-        ("GET", r"/api/deliveries/(?P<delivery_id>.+)/messages", "api_message"),
-        ("POST", r"/api/deliveries/(?P<delivery_id>.+)/(?P<action>confirm|compute-stats)", "api_action"),
-        ("POST", r"/deliveries/(?P<delivery_id>.+)/(?P<action>confirm|compute-stats)", "form_action"),
-        ("GET", r"/deliveries/(?P<delivery_id>.+)", "delivery"),
-    ]
-]
 
 
 class WebApp:
@@ -88,23 +75,48 @@ class WebApp:
         self._heartbeat_s = heartbeat_s
         self._clock = clock
         self._log = logs.get("sendtrack.web")
+        delivery = r"(?P<delivery_id>.+)"
+        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
+            (method, re.compile(pattern), answer)
+            for method, pattern, answer in [
+                ("GET", r"/", self._list_page),
+                ("GET", r"/events", self._events),
+                ("GET", r"/api/deliveries", self._api_list),
+                ("GET", rf"/api/deliveries/{delivery}/failed", self._api_failed),
+                ("GET", rf"/api/deliveries/{delivery}/messages", self._api_message),
+                ("POST", rf"/api/deliveries/{delivery}/(?P<action>confirm|compute-stats)", self._api_action),
+                ("POST", rf"/deliveries/{delivery}/(?P<action>confirm|compute-stats)", self._form_action),
+                ("GET", rf"/deliveries/{delivery}", self._delivery),
+            ]
+        ]
 
     def handle(self, request: Request) -> Response | None:
         if request.path.startswith("/static/"):
             return self._static(request.path[len("/static/") :])
         if request.path == INSTANCE_PATH:  # public: peers ask it to find owners (a URL and partition numbers)
             return _json(200, {"url": self._advertised_url, "partitions": sorted(self._owned())})
-        found = _route(request)
-        if found is None:
-            return None
-        if isinstance(found, Response):
+        found = self._route(request)
+        if found is None or isinstance(found, Response):
             return found
-        name, params = found
+        answer, params = found
         identity = self.auth.identify(request.headers)
-        if request.method == "POST":
-            return getattr(self, "_" + name)(request, identity, **params)
-        refused = self._read_refusal(request, identity)
-        return refused or getattr(self, "_" + name)(request, identity, **params)
+        if request.method == "POST":  # actions decide and audit their refusals themselves
+            return answer(request, identity, **params)
+        return self._read_refusal(request, identity) or answer(request, identity, **params)
+
+    def _route(self, request: Request) -> tuple[Callable[..., Response], dict[str, str]] | Response | None:
+        """The answer and its path parameters; a 405 for a known path and another method; None if not ours."""
+        method = "GET" if request.method == "HEAD" else request.method
+        allowed = set()
+        for route_method, pattern, answer in self._routes:
+            match = pattern.fullmatch(request.path)
+            if match is not None and route_method == method:
+                return answer, match.groupdict()
+            if match is not None:
+                allowed.add(route_method)
+        if allowed:
+            return _json(405, {"error": f"{request.method} not allowed"}, [("Allow", ", ".join(sorted(allowed)))])
+        return None
 
     # -- reading -----------------------------------------------------------------------------------------
     def _read_refusal(self, request: Request, identity: Identity | None) -> Response | None:
@@ -337,22 +349,6 @@ _HEADINGS = {
     415: "Unsupported",
     503: "Unavailable",
 }
-
-
-def _route(request: Request) -> tuple[str, dict[str, str]] | Response | None:
-    """The handler's name and path parameters; a 405 for a known path and another method; None if not ours."""
-    method = "GET" if request.method == "HEAD" else request.method
-    allowed = []
-    for route_method, pattern, name in _ROUTES:
-        match = pattern.fullmatch(request.path)
-        if match is None:
-            continue
-        if route_method == method:
-            return name, match.groupdict()
-        allowed.append(route_method)
-    if allowed:
-        return _json(405, {"error": f"{request.method} not allowed"}, [("Allow", ", ".join(sorted(set(allowed))))])
-    return None
 
 
 def _param(request: Request, name: str) -> str | None:
