@@ -338,3 +338,11 @@ def test_lower_cased_patterns_match_the_table_like_case_insensitive_ones():
 @given(st.text(st.characters(codec="ascii"), max_size=200))
 def test_lower_cased_patterns_match_like_case_insensitive_ones(text):
     assert_same_matches(text)
+
+
+def test_the_rules_ship_in_the_wheel():
+    """hatch packages the whole consumer/ directory (rules/*.toml included) unless a wheel setting excludes them."""
+    wheel = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    target = wheel["targets"]["wheel"]
+    assert "consumer" in target["packages"]
+    assert not {"exclude", "only-include", "only-packages"} & set(target)  # any of these could drop them
