@@ -156,3 +156,15 @@ class View:
     def denied(self, action: str, reason: str) -> float:
         labels = {"action": action, "reason": reason}
         return self.registry.get_sample_value("sendtrack_web_denied_actions_total", labels) or 0
+
+
+class Recorder:
+    """An owner that records what reached it."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        self.requests: list[Request] = []
+
+    def handle(self, incoming: Request) -> Response:
+        self.requests.append(incoming)
+        return self.response

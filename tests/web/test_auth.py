@@ -19,8 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from consumer.ops.exchange import Response
 from consumer.web.auth import ANONYMOUS, Auth, WebConfigError, load_web_config
-from tests.web.fakes import basic
+from consumer.web.owners import forward
+from tests.web.fakes import Recorder, basic, request
+from tests.web.serving import serve
 
 ISSUER, AUDIENCE = "https://idp.test/", "sendtrack"
 
@@ -105,6 +108,20 @@ def test_a_file_with_tls_only_asks_for_no_credentials(tmp_path: Path) -> None:
     config = load_web_config(write(tmp_path, f"tls_server_config:\n  cert_file: {cert.name}\n  key_file: {key.name}\n"))
     assert isinstance(config.ssl_context(), ssl.SSLContext)
     assert Auth(config).identify({}) is ANONYMOUS
+
+
+def test_the_tls_part_serves_https_and_forwarding_trusts_a_given_context(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    config = load_web_config(write(tmp_path, f"tls_server_config:\n  cert_file: {cert.name}\n  key_file: {key.name}\n"))
+    owner = Recorder(Response(200, b"secret figures"))
+    with serve(owner, tls=config.ssl_context()) as url:
+        assert url.startswith("https://")
+        client = ssl.create_default_context(cafile=str(cert))
+        client.check_hostname = False  # the certificate names localhost, the test dials 127.0.0.1
+        assert forward(request("/x"), url, context=client).body == b"secret figures"
+        with pytest.raises(OSError):  # an untrusted certificate is refused
+            forward(request("/x"), url)
+    assert owner.requests[0].secure
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from consumer.web.owners import (
     redirect,
     static_peers,
 )
-from tests.web.fakes import request
+from tests.web.fakes import Recorder, request
 from tests.web.serving import serve
 
 
@@ -87,18 +87,6 @@ def test_the_first_lookup_that_knows_an_owner_answers() -> None:
     lookup = first_answer(broken, dict, lambda: {3: "http://c:1"}, lambda: {3: "http://never:1"})
     assert lookup() == {3: "http://c:1"}
     assert first_answer(broken, dict)() == {}
-
-
-class Recorder:
-    """An owner that records what reached it."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
-        self.requests: list[Request] = []
-
-    def handle(self, incoming: Request) -> Response:
-        self.requests.append(incoming)
-        return self.response
 
 
 def test_a_forwarded_request_reaches_the_owner_marked_and_its_answer_comes_back() -> None:
