@@ -73,13 +73,12 @@ class JsonFormat(ABC):
         self.classifier = classifier
 
     def map(self, value: bytes | None) -> list[Mapped]:
-        record = parse_json(value)
         try:
-            return self.map_record(record)
+            return self.map_record(parse_json(value))
         except InvalidEvent:
             raise
         except Exception as exc:  # never crash the stage on one record; MapperBug marks it as ours to fix
-            raise MapperBug("record", f"{self.name} mapper failed: {type(exc).__name__}: {exc}") from exc
+            raise MapperBug("record", f"{self.name} mapper failed: {exc!r:.200}") from exc
 
     @abstractmethod
     def map_record(self, record: Any) -> list[Mapped]: ...
@@ -88,17 +87,18 @@ class JsonFormat(ABC):
         return self.classifier.classify(code, enhanced, text, hint)
 
 
-def parse_json(value: bytes | None) -> Any:
+def parse_json(value: bytes | None, field: str = "value") -> Any:
+    """Strict UTF-8 JSON (no NaN or Infinity) of bounded size; errors name `field`."""
     if not value:
-        raise UnmappableRecord("value", "empty record (null or no bytes)")
+        raise UnmappableRecord(field, "empty record (null or no bytes)")
     if len(value) > MAX_RECORD_BYTES:
-        raise UnmappableRecord("value", f"{len(value)} bytes, more than {MAX_RECORD_BYTES}")
+        raise UnmappableRecord(field, f"{len(value)} bytes, more than {MAX_RECORD_BYTES}")
     try:
         return json.loads(value.decode("utf-8"), parse_constant=_no_constant)
     except RecursionError:
-        raise UnmappableRecord("value", "JSON nested too deeply") from None
+        raise UnmappableRecord(field, "JSON nested too deeply") from None
     except ValueError as exc:  # also UnicodeDecodeError and integers too long to parse
-        raise UnmappableRecord("value", f"not UTF-8 JSON: {str(exc)[:200]}") from None
+        raise UnmappableRecord(field, f"not UTF-8 JSON: {str(exc)[:200]}") from None
 
 
 def _no_constant(name: str) -> Any:

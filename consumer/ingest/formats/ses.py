@@ -10,11 +10,10 @@ that message. Opens and clicks of such a message name no recipient, so they cann
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-from consumer.ingest.classifier import Kind
+from consumer.ingest.classifier import Classifier, Kind
 from consumer.ingest.event_ids import event_id
 from consumer.ingest.formats.common import (
     NOT_COMPLAINTS,
@@ -26,6 +25,7 @@ from consumer.ingest.formats.common import (
     UnmappableRecord,
     event,
     failure,
+    parse_json,
     platform_id,
     require_ids,
     unknown_type,
@@ -34,7 +34,6 @@ from consumer.ingest.formats.common import (
 PREFIX = "ses"
 _BOUNCE_VERDICTS: dict[str, Kind] = {"Permanent": "hard", "Transient": "soft"}  # "Undetermined": classify
 _NO_STATUS = frozenset({"Subscription"})  # a change of topic preferences, not a delivery status
-_MAX_SNS_MESSAGE = 1024 * 1024
 
 
 class _Message:
@@ -65,19 +64,9 @@ class _Message:
 class Ses(JsonFormat):
     name = "ses"
 
-    def map_record(self, record: Any) -> list[Mapped]:
-        rec = _unwrap_sns(Node.of(record, ""))
-        key = "eventType" if rec.has("eventType") else "notificationType"  # the latter without event publishing
-        event_type = rec.required_text(key, 64).replace(" ", "")  # SNS docs also spell it "Rendering Failure"
-        if event_type in _NO_STATUS:
-            return []
-        handler = self._handlers().get(event_type)
-        if handler is None:
-            raise unknown_type(key, event_type, [*self._handlers(), *_NO_STATUS])
-        return handler(_Message(rec, event_type, self.ids))
-
-    def _handlers(self) -> dict[str, Callable[[_Message], list[Mapped]]]:
-        return {
+    def __init__(self, ids: IdKeys, classifier: Classifier) -> None:
+        super().__init__(ids, classifier)
+        self._handlers: dict[str, Callable[[_Message], list[Mapped]]] = {
             "Send": self._send,
             "Delivery": self._delivery,
             "Bounce": self._bounce,
@@ -88,6 +77,17 @@ class Ses(JsonFormat):
             "Open": self._open,
             "Click": self._click,
         }
+
+    def map_record(self, record: Any) -> list[Mapped]:
+        rec = _unwrap_sns(Node.of(record, ""))
+        key = "eventType" if rec.has("eventType") else "notificationType"  # the latter without event publishing
+        event_type = rec.required_text(key, 64).replace(" ", "")  # SNS docs also spell it "Rendering Failure"
+        if event_type in _NO_STATUS:
+            return []
+        handler = self._handlers.get(event_type)
+        if handler is None:
+            raise unknown_type(key, event_type, [*self._handlers, *_NO_STATUS])
+        return handler(_Message(rec, event_type, self.ids))
 
     def _send(self, msg: _Message) -> list[Mapped]:
         at = msg.mail.iso_time("timestamp")
@@ -198,9 +198,5 @@ def _unwrap_sns(rec: Node) -> Node:
     """SNS delivers the SES record as a JSON string in "Message"; anything else is the record itself."""
     if rec.value.get("Type") != "Notification" or not isinstance(rec.value.get("Message"), str):
         return rec
-    message = rec.required_text("Message", _MAX_SNS_MESSAGE)
-    try:
-        inner = json.loads(message)
-    except (ValueError, RecursionError):
-        raise UnmappableRecord("Message", "the SNS notification does not hold a JSON record") from None
-    return Node.of(inner, "Message")
+    message = rec.required_text("Message", None)
+    return Node.of(parse_json(message.encode("utf-8"), "Message"), "Message")

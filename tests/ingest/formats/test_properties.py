@@ -42,6 +42,7 @@ def outcome(name: str, value: bytes | None) -> list[Any] | UnmappableRecord:
         assert not isinstance(exc, MapperBug), exc.__cause__
         assert exc.field
         assert exc.code == "unmappable"
+        str(exc).encode("utf-8")  # the stage puts it in a dead letter's headers
         return exc
     assert_contract(mapped)
     assert mapper.map(value) == mapped  # deterministic, ids included
