@@ -76,7 +76,7 @@ class WebApp:
         self._clock = clock
         self._log = logs.get("sendtrack.web")
         delivery = r"(?P<delivery_id>.+)"
-        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
+        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response | None]]] = [
             (method, re.compile(pattern), answer)
             for method, pattern, answer in [
                 ("GET", r"/", self._list_page),
@@ -104,7 +104,7 @@ class WebApp:
             return answer(request, identity, **params)
         return self._read_refusal(request, identity) or answer(request, identity, **params)
 
-    def _route(self, request: Request) -> tuple[Callable[..., Response], dict[str, str]] | Response | None:
+    def _route(self, request: Request) -> tuple[Callable[..., Response | None], dict[str, str]] | Response | None:
         """The answer and its path parameters; a 405 for a known path and another method; None if not ours."""
         method = "GET" if request.method == "HEAD" else request.method
         allowed = set()
@@ -164,12 +164,13 @@ class WebApp:
             ]
             yield b"".join(events) or b": keep-alive\n\n"
 
-    def _delivery(self, request: Request, identity: Identity, delivery_id: str) -> Response:
+    def _delivery(self, request: Request, identity: Identity, delivery_id: str) -> Response | None:
         cursor = self.kpis.cursor()  # before the entry: live updates may repeat a change, never miss one
         entry = self.kpis.get(delivery_id)
         if "text/html" not in request.headers.get("accept", ""):
-            # The KPI record exactly as the topic has it, from any instance (scripts and today's clients).
-            return _json(200, entry.kpi) if entry else _json(404, {"error": f"unknown delivery {delivery_id!r}"})
+            # The KPI record exactly as the topic has it, from any instance (scripts and today's clients). One this
+            # view has not read yet is left to the server, which asks the owner's own state.
+            return _json(200, entry.kpi) if entry else None
         if entry is None:
             return self._error(request, identity, 404, f"No delivery {delivery_id!r}.")
         return self._at_owner(
