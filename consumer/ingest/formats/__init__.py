@@ -10,13 +10,14 @@ from consumer.ingest.formats.kumomta import KumoMta
 from consumer.ingest.formats.sendgrid import SendGrid
 from consumer.ingest.formats.ses import Ses
 
-__all__ = ["FORMATS", "Format", "IdKeys", "Mapped", "MapperBug", "UnmappableRecord", "make_format"]
+__all__ = ["DEFAULT_IDS", "FORMATS", "Format", "IdKeys", "Mapped", "MapperBug", "UnmappableRecord", "make_format"]
 
 _REGISTRY: dict[str, type[JsonFormat]] = {cls.name: cls for cls in (KumoMta, Ses, SendGrid)}
 FORMATS: tuple[str, ...] = tuple(_REGISTRY)
+DEFAULT_IDS = IdKeys()  # the keys "delivery_id" and "message_id"
 
 
-def make_format(name: str, ids: IdKeys = IdKeys(), classifier: Classifier | None = None) -> Format:  # noqa: B008
+def make_format(name: str, ids: IdKeys = DEFAULT_IDS, classifier: Classifier | None = None) -> Format:
     """The mapper for one source format; the packaged classifier rules unless `classifier` is given."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown format {name!r}; expected one of {', '.join(FORMATS)}")
