@@ -31,7 +31,7 @@ def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = Tr
     add(parser, "--commit-interval", type=float, default=1.0, help="seconds between checkpoints")
     add(parser, "--http-host", default="0.0.0.0", help="address the HTTP server binds to")
     add(parser, "--grace-period", type=float, default=30.0, help="seconds allowed for a clean stop")
-    add(parser, "--watchdog-timeout", type=float, default=120.0, help="seconds without progress before exit 4")
+    add(parser, "--watchdog-timeout", type=float, default=60.0, help="seconds without progress before exit 4")
     add(parser, "--max-clock-skew", type=float, default=900.0, help="seconds an event may be dated in the future")
     add(parser, "--session-timeout-ms", type=int, default=45_000)
     add(parser, "--create-topics", action="store_true", help="create missing topics")

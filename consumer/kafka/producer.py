@@ -86,10 +86,11 @@ class OutputProducer:
         self._in_transaction = False
 
     def abort_transaction(self, timeout: float) -> None:
+        """Abort the open transaction; on failure it stays open, so calling again retries the abort."""
         self._failures.clear()
         if self._in_transaction:
-            self._in_transaction = False
             self._producer.abort_transaction(timeout)
+            self._in_transaction = False
 
     def poll(self) -> None:
         self._producer.poll(0)

@@ -337,8 +337,7 @@ class Service:
         self._close_partitions({tp.partition for tp in partitions})
 
     def _drop_uncommitted(self) -> None:
-        with contextlib.suppress(KafkaException):
-            self._producer.abort_transaction(_KAFKA_CALL_S)
+        self._abort()
         for runtime in self._runtimes.values():
             runtime.reset()
 

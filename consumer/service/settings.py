@@ -26,7 +26,7 @@ class Settings:
     efs_default: bool = False
     commit_interval_s: float = 1.0
     grace_period_s: float = 30.0
-    watchdog_timeout_s: float = 120.0  # no progress of the main loop for this long: exit STUCK
+    watchdog_timeout_s: float = 60.0  # no progress of the main loop for this long: exit STUCK
     max_clock_skew_s: float = 900.0  # events dated further ahead of the wall clock are dead letters
     session_timeout_ms: int = 45_000
     batch_size: int = 5_000

@@ -73,6 +73,7 @@ class Pipeline:
         guarantee: str = "exactly-once",
         http_port: int = -1,
         commit_interval: float = 0.5,
+        **overrides: Any,
     ) -> list[str]:
         return argv(
             Settings(
@@ -84,9 +85,9 @@ class Pipeline:
                 processing_guarantee=guarantee,
                 http_port=http_port,
                 commit_interval_s=commit_interval,
-                grace_period_s=20,
                 session_timeout_ms=SESSION_TIMEOUT_MS,
                 topics=self.topics,
+                **{"grace_period_s": 20, **overrides},
             )
         )
 
