@@ -182,6 +182,8 @@ class Service:
             self._recover("processing_error", str(exc))
         except KafkaException as exc:  # producing an output into the transaction failed
             self._recover("produce_failed", _reason(exc), exc)
+        except StoreError as exc:
+            raise StateFailed(str(exc)) from None
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _on_consume_error(self, error: KafkaError) -> bool:

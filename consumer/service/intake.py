@@ -24,6 +24,7 @@ from consumer.kafka.topics import Topics
 from consumer.ops.metrics import Metrics
 from consumer.service.dead_letters import DeadLetters
 from consumer.service.partition import PartitionRuntime
+from consumer.state.store import StoreError
 
 
 class Coordinates(NamedTuple):
@@ -111,6 +112,8 @@ class Intake:
             try:
                 runtime.processor.apply(batch.events, now_ms)
             except ApplyFailed as exc:
+                if isinstance(exc.__cause__, StoreError):  # the store failed, not the event
+                    raise exc.__cause__ from None
                 self._log.exception("apply_failed", **batch.origins[exc.index]._asdict())
                 raise PoisonRecord(batch.origins[exc.index]) from exc
             self._after_apply(runtime)
@@ -128,6 +131,8 @@ class Intake:
             return
         try:
             matched = runtime.processor.compute_stats(command.delivery_id)
+        except StoreError:
+            raise
         except Exception as exc:
             self._log.exception("command_failed", **where._asdict())
             raise PoisonRecord(where) from exc

@@ -84,7 +84,10 @@ class StoreFactory:
 
     def release(self, store: PartitionStore) -> None:
         if self.kind == "rocksdb":
-            store.close()
+            try:
+                store.close()
+            except StoreError as exc:
+                raise StateFailed(str(exc)) from None
 
     def discard(self, partition: int, store: PartitionStore) -> PartitionStore:
         """Drop a partition's local state (it is stale beyond repair) and return an empty store."""

@@ -42,10 +42,16 @@ class RocksDBStore(PartitionStore):
             raise StoreError(f"cannot open RocksDB at {path}: {exc}") from None
 
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)
+        try:
+            return self._db.get(key)
+        except Exception as exc:  # an I/O error must not pass for a bad event (it would be dead-lettered)
+            raise StoreError(f"cannot read RocksDB at {self.path}: {exc}") from None
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        return self._db.get(keys)  # one multi-get: restores read many keys at once
+        try:
+            return self._db.get(keys)  # one multi-get: restores read many keys at once
+        except Exception as exc:
+            raise StoreError(f"cannot read RocksDB at {self.path}: {exc}") from None
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
@@ -70,4 +76,7 @@ class RocksDBStore(PartitionStore):
             raise StoreError(f"cannot write RocksDB at {self.path}: {exc}") from None
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()  # flushes the memtable: a full disk shows here too
+        except Exception as exc:
+            raise StoreError(f"cannot close RocksDB at {self.path}: {exc}") from None

@@ -9,6 +9,9 @@ import pytest
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.core.processor import PartitionProcessor
+from consumer.service.errors import StateFailed
+from consumer.state.memory import MemoryStore
+from consumer.state.store import StoreError
 from tests.core.builders import delivery_event, mta, prepared
 from tests.service.fakes import NOW_S, LoopDriver
 
@@ -150,3 +153,15 @@ def test_rejected_confirmations_are_counted_once_each_and_keep_the_delivery_reco
     assert driver.kpis()["d"]["confirmations_rejected"] == 5_000
     changelog = [r for r in driver.producer.on(driver.topics.changelog) if r.key == b"d\x00d"]
     assert changelog and max(len(r.value) for r in changelog) < 2_000
+
+
+def test_a_store_that_cannot_be_read_stops_the_instance_instead_of_dead_lettering_good_events(monkeypatch):
+    driver = LoopDriver()
+
+    def broken(*_):
+        raise StoreError("cannot read RocksDB at /x: IO error")
+
+    monkeypatch.setattr(MemoryStore, "get", broken)
+    with pytest.raises(StateFailed, match="IO error"):
+        driver.poll([prepare(driver, "d"), relayed(driver, "d", "m")])
+    assert driver.dead_letters() == []
