@@ -142,9 +142,9 @@ def _unreachable(where: str, refused: Any, errors: list[Any], timeout_s: float) 
 
 
 def _reason(error: Any) -> str:
-    """librdkafka's message without the broker name, the state it was in, or the connect preamble."""
+    """librdkafka's message without the broker name, the state it was in, or a preamble the line already says."""
     text = re.sub(r"^\S+/(bootstrap|\d+): ", "", error.str())
-    text = re.sub(r" \(after \d+ms in state \w+\)$", "", text)
+    text = re.sub(r" \(after \d+ms in state \w+\)$", "", text).removeprefix("SSL handshake failed: ")
     connect_failed = re.match(r"Connect to \S+ failed: (.+)$", text)
     return connect_failed.group(1).lower() if connect_failed else text
 

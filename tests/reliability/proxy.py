@@ -215,7 +215,7 @@ def _close(writer: asyncio.StreamWriter, reset: bool) -> None:
 class Certificates:
     ca: Path  # PEM of the CA that signed the server certificate: what clients trust
     cert: Path  # the server's certificate, for 127.0.0.1 and localhost
-    key: Path  # its private key (PKCS#8 PEM, unencrypted)
+    key: Path  # its private key (PKCS#8 PEM)
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -226,8 +226,9 @@ class Certificates:
         return ssl.create_default_context(cafile=str(self.ca))
 
 
-def make_certificates(directory: Path, name: str = "test") -> Certificates:
-    """A fresh CA and a server certificate it signed, valid for a day (needs the `cryptography` package)."""
+def make_certificates(directory: Path, name: str = "test", key_password: str | None = None) -> Certificates:
+    """A fresh CA and a certificate it signed for 127.0.0.1 and localhost, valid for a day; its key is encrypted
+    with ``key_password`` when one is given (needs the `cryptography` package)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -238,8 +239,11 @@ def make_certificates(directory: Path, name: str = "test") -> Certificates:
     files = Certificates(directory / f"{name}-ca.pem", directory / f"{name}-cert.pem", directory / f"{name}-key.pem")
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    encryption = (
+        serialization.BestAvailableEncryption(key_password.encode()) if key_password else serialization.NoEncryption()
+    )
     pkcs8 = serialization.PrivateFormat.PKCS8
-    files.key.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()))
+    files.key.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, pkcs8, encryption))
     return files
 
 

@@ -116,6 +116,7 @@ def test_stall_holds_bytes_on_an_open_connection_until_unstall(proxy: FaultProxy
 
 def test_refuse_resets_new_connections_until_it_ends(proxy: FaultProxy) -> None:
     with connect(proxy.port) as before:
+        assert echoed(before, b"x") == b"x"  # through the proxy already, not only accepted by the kernel
         proxy.refuse(60)
         assert new_connection_ends(proxy.port) == "reset"
         assert echoed(before, b"open ones live on") == b"open ones live on"
