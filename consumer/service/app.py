@@ -398,20 +398,23 @@ class Service:
         self._update_lag(stats)
 
     def _update_lag(self, stats: dict[str, Any]) -> None:
-        """Lag = the partition's end (last stable offset) minus the next offset this instance will process.
-        librdkafka's own consumer_lag uses committed offsets, which transactional commits don't update."""
+        """Lag = the partition's end (log end offset, as Kafka's tools count it: records behind an open
+        upstream transaction are lag too) minus the next offset this instance will process. librdkafka's
+        own consumer_lag uses committed offsets, which transactional commits don't update. The position is
+        librdkafka's application offset, which, unlike our last record's offset, moves past transaction
+        markers; the loop processes each batch before it consumes again, so that is what was processed."""
         inputs = set(self.settings.topics.inputs)
         for topic, data in stats.get("topics", {}).items():
             if topic not in inputs:
                 continue
             for name, p in data.get("partitions", {}).items():
-                runtime = self._runtimes.get(int(name))
-                end = p.get("ls_offset", -1) if p.get("ls_offset", -1) >= 0 else p.get("hi_offset", -1)
+                runtime = self._runtimes.get(int(name)) if name != "-1" else None
+                end = p.get("hi_offset", -1)
                 if runtime is None or end < 0:
                     continue
-                position = runtime.position(topic)
-                if position is None:
-                    position = max(p.get("lo_offset", 0), 0)  # nothing committed yet: from the start
+                position = p.get("app_offset", -1)
+                if position < 0:  # nothing consumed since the assignment: where the group stands, or the start
+                    position = runtime.committed.get(topic, max(p.get("lo_offset", 0), 0))
                 self.metrics.consumer_lag.labels(topic, name).set(max(0, end - position))
 
 

@@ -32,10 +32,6 @@ class PartitionRuntime:
         self.processor = PartitionProcessor(self.view, self._efs_default)
         self.consumed: dict[str, int] = {}  # input topic -> next offset, applied since the last checkpoint
 
-    def position(self, topic: str) -> int | None:
-        """The next offset of the topic this instance has yet to process; None if not known yet."""
-        return self.consumed.get(topic, self.committed.get(topic))
-
 
 class StoreFactory:
     """Opens partition stores. Memory stores outlive a revoke, so a partition that comes back replays only

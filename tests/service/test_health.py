@@ -72,26 +72,26 @@ def lag(driver: LoopDriver, topic: str, partition: int) -> float:
 
 
 def test_lag_is_the_end_minus_what_this_instance_processed_not_librdkafkas_committed_view():
-    driver = LoopDriver(partitions=2)
+    driver = LoopDriver(partitions=3)
     topic = driver.topics.mta_events
-    runtimes = driver.service._runtimes
-    runtimes[0].committed[topic] = 40  # committed earlier (in a transaction: librdkafka does not see it)
-    runtimes[0].consumed[topic] = 70  # processed since
-    # Partition 1: a first start, nothing committed; the log starts at 10.
+    driver.service._runtimes[1].committed[topic] = 40  # committed in a transaction: librdkafka's lag ignores it
     driver.service._on_stats(
         stats(
             topic,
             {
-                0: {"ls_offset": 100, "hi_offset": 100, "lo_offset": 0, "consumer_lag": -1},
-                1: {"ls_offset": 25, "hi_offset": 25, "lo_offset": 10, "consumer_lag": -1},
+                # processed up to 70 of 100 (the application offset also moves past transaction markers)
+                0: {"hi_offset": 100, "ls_offset": 100, "lo_offset": 0, "app_offset": 70, "consumer_lag": -1},
+                # just assigned, nothing consumed yet: from the group's committed offset
+                1: {"hi_offset": 100, "ls_offset": 100, "lo_offset": 0, "app_offset": -1001, "consumer_lag": -1},
+                # a first start, nothing committed anywhere: from the start of the log
+                2: {"hi_offset": 25, "ls_offset": 25, "lo_offset": 10, "app_offset": -1001, "consumer_lag": -1},
             },
         )
     )
-    assert lag(driver, topic, 0) == 30
-    assert lag(driver, topic, 1) == 15
-    runtimes[0].consumed[topic] = 100
-    driver.service._on_stats(stats(topic, {0: {"ls_offset": 100, "hi_offset": 100, "lo_offset": 0}}))
-    assert lag(driver, topic, 0) == 0
+    assert (lag(driver, topic, 0), lag(driver, topic, 1), lag(driver, topic, 2)) == (30, 60, 15)
+    # Records behind an open upstream transaction are lag: the log end counts, not the last stable offset.
+    driver.service._on_stats(stats(topic, {0: {"hi_offset": 101, "ls_offset": 100, "app_offset": 100}}))
+    assert lag(driver, topic, 0) == 1
 
 
 def test_broker_state_in_the_statistics_clears_a_kafka_trouble():
