@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from consumer.cli.workload import Workload, WorkloadSpec, generate
+from tests.figures import record
 from tests.service.exactness import assert_exact, log_events
 from tests.service.harness import Pipeline, stop
 
@@ -41,7 +42,9 @@ def test_kill_minus_nine_at_random_moments_changes_nothing(kafka, tmp_path, stor
         assert service.poll() is None, f"attempt {attempt}: exited early with {service.returncode}"
         service.send_signal(signal.SIGKILL)
         service.wait()
+    started = time.monotonic()
     run_to_the_end(pipeline, workload, "crashy", timeout_s=240, store=store, guarantee=guarantee)
+    record("kill_9", injected=kills, exact=1, recover_s=round(time.monotonic() - started, 1), store=store)
 
 
 def test_scale_out_and_in_keeps_the_results_exact(kafka, tmp_path):
