@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from consumer.cli import broker, compute_stats, demo, kpis, produce, run
+from consumer.cli import broker, compute_stats, demo, kpis, produce, run, tail
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def parser() -> argparse.ArgumentParser:
         ("produce", produce, produce.add_flags, "send JSON-lines events, Avro-encoded"),
         ("kpis", kpis, kpis.add_flags, "print the latest KPI of each delivery"),
         ("compute-stats", compute_stats, compute_stats.add_flags, "recompute a delivery's KPIs"),
+        ("tail", tail, tail.add_flags, "decode and print the records of any sendtrack topic"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         add_flags(sub)

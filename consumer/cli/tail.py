@@ -1,0 +1,349 @@
+"""`sendtrack tail`: decode and print the committed records of any sendtrack topic.
+
+The decoder comes from the topic's name (the `--topic-*` names of `run`), or is forced with `--as` or, for an
+ingest source topic, `--format`. A record that does not decode is printed as such, with the reason and a preview
+of its bytes: the tool never stops on one bad record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumer.cli.options import ToolError, add, add_bootstrap, connect, kafka_failure, tool
+from consumer.codec.avro import HEADER_SIZE, MAGIC, AvroCodec
+from consumer.codec.control import parse_control
+from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT, SENDING_LOG, Schema
+from consumer.codec.validation import load_json
+from consumer.core.events import Fact
+from consumer.core.status import MessageState
+from consumer.ingest.formats import FORMATS, make_format
+from consumer.kafka.config import reader_config
+from consumer.kafka.topics import Topics
+from consumer.state import records as state
+
+AVRO_SCHEMAS = (DELIVERY_EVENT, MTA_EVENT, DELIVERY_KPI, SENDING_LOG)
+DECODERS = (*(f"avro:{name}" for name in AVRO_SCHEMAS), "control", "json", "changelog", "dlq", "raw")
+# The decoder of each topic, by its field in Topics.
+DECODER_OF = {
+    "deliveries": f"avro:{DELIVERY_EVENT}",
+    "mta_events": f"avro:{MTA_EVENT}",
+    "control": "control",
+    "kpis": f"avro:{DELIVERY_KPI}",
+    "sending_logs": f"avro:{SENDING_LOG}",
+    "dlq": "dlq",
+    "changelog": "changelog",
+}
+DLQ_PREFIX = "sendtrack."  # the headers a dead letter gains; the rest are the original record's
+PREVIEW_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a decoder sees of a Kafka record."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    schema: str  # what the value is: an Avro full name, a state record kind, ...
+    wire: str  # how it is written: avro (single-object), json, changelog, raw, ...
+    value: Any = None  # None: a null value (a tombstone), or undecodable
+    fingerprint: str | None = None  # of an Avro frame, hex as it appears in the bytes
+    error: str | None = None  # why the bytes did not decode
+    raw: bytes | None = None  # the bytes that did not decode
+
+    @property
+    def label(self) -> str:
+        return f"{self.wire}:{self.schema}" + (f" fp={self.fingerprint}" if self.fingerprint else "")
+
+    def as_json(self) -> dict[str, Any]:
+        body = {"schema": self.schema, "wire_format": self.wire, "fingerprint": self.fingerprint, "value": self.value}
+        if self.error is not None:
+            body["undecodable"] = {"reason": self.error, **preview(self.raw)}
+        return body
+
+
+Decoder = Callable[[Record], Decoded]
+
+
+def preview(data: bytes | None) -> dict[str, Any]:
+    """The start of some bytes as hex and base64, and their length."""
+    head = (data or b"")[:PREVIEW_BYTES]
+    return {"length": len(data or b""), "hex": head.hex(" "), "base64": base64.b64encode(head).decode()}
+
+
+def text(data: bytes | None) -> str | None:
+    """Bytes as readable text: UTF-8, with anything unprintable escaped (state keys hold NULs)."""
+    if data is None:
+        return None
+    decoded = data.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in decoded)
+
+
+def safely(schema: str, wire: str, decode: Callable[[Record], Any]) -> Decoder:
+    """A decoder that shows a null value as such and turns any failure into an undecodable record."""
+
+    def run(record: Record) -> Decoded:
+        if record.value is None:
+            return Decoded(schema, wire)
+        try:
+            return Decoded(schema, wire, decode(record))
+        except Exception as exc:  # corrupt input raises many types; each one is only a reason to show
+            return Decoded(schema, wire, error=f"{type(exc).__name__}: {exc}", raw=record.value)
+
+    return run
+
+
+def full_name(schema: Schema) -> str:
+    return f"{schema.definition['namespace']}.{schema.definition['name']}"
+
+
+def avro_decoder(name: str) -> Decoder:
+    codec = AvroCodec.named(name)
+    decode = safely(full_name(codec.schema), "avro", lambda record: codec.decode(record.value))
+
+    def run(record: Record) -> Decoded:
+        value = record.value or b""
+        framed = value[:2] == MAGIC and len(value) >= HEADER_SIZE
+        return replace(decode(record), fingerprint=value[2:HEADER_SIZE].hex() if framed else None)
+
+    return run
+
+
+def ingest_decoder(name: str) -> Decoder:
+    """A source record of an MTA's own format, with the contract events it maps to (and the deciding rule)."""
+    mapper = make_format(name)
+
+    def decode(record: Record) -> dict[str, Any]:
+        events = [{"rule": mapped.rule, "event": mapped.event} for mapped in mapper.map(record.value)]
+        return {"maps_to": events, "source": load_json(record.value or b"", "value")}
+
+    return safely(f"{name}->{full_name(AvroCodec.named(MTA_EVENT).schema)}", "json", decode)
+
+
+def raw_value(record: Record) -> Any:
+    """UTF-8 text as it is; other bytes as a preview."""
+    try:
+        return (record.value or b"").decode()
+    except UnicodeDecodeError:
+        return preview(record.value)
+
+
+# -- the changelog: keys and values of consumer/state/records.py -----------------------------------
+def message_state(message: MessageState) -> dict[str, Any]:
+    bounces = {name: getattr(message, name) for name in ("hard", "soft", "exhausted")}
+    return {
+        "facts": [fact.name for fact in Fact if message.facts & fact],
+        "changes": message.changes,
+        **{name: bounce._asdict() if bounce else None for name, bounce in bounces.items()},
+    }
+
+
+# How each kind of state entry's value reads; a null value deletes the entry.
+STATE_VALUES: dict[str, Callable[[bytes], Any]] = {
+    "message": lambda value: message_state(state.decode_message(value)),
+    "delivery": lambda value: asdict(state.decode_delivery(value)),
+    "counted": bytes.decode,  # the kind of event counted once: open, click, rejected confirmation
+    "watermark": int,
+}
+
+
+def state_entry(key: bytes) -> tuple[str, dict[str, str]]:
+    """The kind of state entry a changelog key names, and the ids in it."""
+    if key == state.WATERMARK:
+        return "watermark", {}
+    if key.startswith(state.DELIVERY):
+        return "delivery", {"delivery_id": key[len(state.DELIVERY) :].decode()}
+    if key.startswith((state.MESSAGE, state.COUNTED)):
+        prefix, delivery_id, rest = state.split_key(key)
+        if prefix == state.MESSAGE:
+            return "message", {"delivery_id": delivery_id, "message_id": rest}
+        return "counted", {"delivery_id": delivery_id, "event_id": rest}
+    raise ValueError(f"not a state key: {text(key)}")
+
+
+def changelog_decoder(record: Record) -> Decoded:
+    try:
+        kind, ids = state_entry(record.key or b"")
+        value = None if record.value is None else STATE_VALUES[kind](record.value)
+    except Exception as exc:  # a key or value of no known layout
+        raw = record.key if record.value is None else record.value
+        return Decoded("state", "changelog", error=f"{type(exc).__name__}: {exc}", raw=raw)
+    return Decoded(kind, "changelog", {"kind": kind, **ids, "tombstone": record.value is None, "state": value})
+
+
+class Decoders:
+    """Every decoder, built on first use; the topic names map to theirs."""
+
+    def __init__(self, topics: Topics) -> None:
+        self._of_topic = {getattr(topics, name): kind for name, kind in DECODER_OF.items()}
+        self._built: dict[str, Decoder] = {}
+
+    def kind_of(self, topic: str) -> str | None:
+        return self._of_topic.get(topic)
+
+    def get(self, kind: str) -> Decoder:
+        if kind not in self._built:
+            self._built[kind] = self._build(kind)
+        return self._built[kind]
+
+    def _build(self, kind: str) -> Decoder:
+        if kind.startswith("avro:"):
+            return avro_decoder(kind.removeprefix("avro:"))
+        if kind.startswith("format:"):
+            return ingest_decoder(kind.removeprefix("format:"))
+        return {
+            "control": safely("control-command", "json", lambda r: asdict(parse_control(r.value, r.key))),
+            "json": safely("any", "json", lambda r: load_json(r.value or b"", "value")),
+            "raw": safely("bytes", "raw", raw_value),
+            "changelog": changelog_decoder,
+            "dlq": self._dead_letter,
+        }[kind]
+
+    def _dead_letter(self, record: Record) -> Decoded:
+        """The original record, decoded as its source topic's records are, and why it was set aside."""
+        added = {name.removeprefix(DLQ_PREFIX): text(v) for name, v in record.headers if name.startswith(DLQ_PREFIX)}
+        original = Record(record.key, record.value, [h for h in record.headers if not h[0].startswith(DLQ_PREFIX)])
+        source = added.get("source.topic") or ""
+        decoded = self.get(self.kind_of(source) or "raw")(original)
+        body = {
+            "error": {name.removeprefix("error."): v for name, v in added.items() if name.startswith("error.")},
+            "source": {
+                "topic": source,
+                "partition": added.get("source.partition"),
+                "offset": added.get("source.offset"),
+            },
+            "original": decoded.as_json(),
+            **{name: v for name, v in added.items() if name.startswith("value.")},  # truncated_from, dropped
+        }
+        return Decoded(decoded.label, "dlq", body)
+
+
+# -- printing --------------------------------------------------------------------------------------
+def as_json(topic: str, msg: Message, decoded: Decoded) -> str:
+    _, timestamp = msg.timestamp()
+    line = {
+        "topic": topic,
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "key": text(msg.key()),
+        "timestamp": timestamp,
+        "headers": [[name, text(value)] for name, value in msg.headers() or []],
+        **decoded.as_json(),
+    }
+    return json.dumps(line, ensure_ascii=False)
+
+
+def pretty(topic: str, msg: Message, decoded: Decoded) -> str:
+    _, timestamp = msg.timestamp()
+    when = datetime.fromtimestamp(timestamp / 1000, UTC).isoformat(timespec="milliseconds") if timestamp > 0 else "-"
+    lines = [f"{topic}[{msg.partition()}]@{msg.offset()} key={text(msg.key())} {decoded.label} at={when}"]
+    lines += [f"  header {name}={text(value)}" for name, value in msg.headers() or []]
+    if decoded.error is not None:
+        shown = preview(decoded.raw)
+        lines += [f"  UNDECODABLE: {decoded.error}", f"  {shown['length']} bytes, hex: {shown['hex']}"]
+        lines.append(f"  base64: {shown['base64']}")
+    elif decoded.value is None:
+        lines.append("  (null value: a tombstone)")
+    else:
+        lines += ["  " + line for line in json.dumps(decoded.value, indent=2, ensure_ascii=False).splitlines()]
+    return "\n".join(lines)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def consume(consumer: Consumer, partitions: list[int], follow: bool) -> Iterator[Message]:
+    """The records of the assigned partitions; without `follow`, until each partition's end."""
+    remaining = set(partitions)
+    while follow or remaining:
+        for msg in consumer.consume(500, 0.2):
+            error = msg.error()
+            if error is None:
+                yield msg
+            elif error.code() == KafkaError._PARTITION_EOF:
+                remaining.discard(msg.partition())
+            elif error.fatal():
+                raise KafkaException(error)
+            else:  # librdkafka retries by itself (a broker away for a while): say so and go on
+                print(f"sendtrack tail: {error.str()}", file=sys.stderr)
+
+
+def key_matches(kind: str, msg: Message, wanted: str) -> bool:
+    """The record's key is `wanted`; a changelog record matches when its state entry belongs to that delivery."""
+    key = msg.key()
+    if key == wanted.encode():
+        return True
+    try:
+        return kind == "changelog" and key is not None and state.delivery_of(key) == wanted
+    except UnicodeDecodeError:
+        return False
+
+
+def decoder_kind(args: argparse.Namespace, decoders: Decoders) -> str:
+    if args.format:
+        return f"format:{args.format}"
+    kind = args.decoder or decoders.kind_of(args.topic)
+    if kind is None:
+        raise ToolError(f"which records are in {args.topic!r}? pass --as DECODER or --format FORMAT")
+    return kind
+
+
+def tail(args: argparse.Namespace, config: dict[str, Any], kind: str, decoder: Decoder) -> None:
+    consumer = Consumer(reader_config(config, "sendtrack-tail"))
+    start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
+    shown = 0
+    try:
+        partitions = sorted(consumer.list_topics(args.topic, timeout=10).topics[args.topic].partitions)
+        consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
+        for msg in consume(consumer, partitions, args.follow or not args.from_beginning):
+            if args.key is not None and not key_matches(kind, msg, args.key):
+                continue
+            decoded = decoder(Record(msg.key(), msg.value(), list(msg.headers() or [])))
+            print((as_json if args.json else pretty)(args.topic, msg, decoded), flush=True)
+            shown += 1
+            if shown == args.max:
+                return
+    finally:
+        consumer.close()
+
+
+# -- the command -----------------------------------------------------------------------------------
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    add_bootstrap(parser)
+    parser.add_argument("topic", help="the topic to read")
+    parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record, not the end")
+    parser.add_argument("--follow", action="store_true", help="keep waiting for new records (implied from the end)")
+    parser.add_argument("--key", default=None, help="only records with this key (changelog: of this delivery)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--max", type=int, default=None, help="stop after this many records")
+    forced = parser.add_mutually_exclusive_group()
+    forced.add_argument("--as", dest="decoder", choices=DECODERS, default=None, help="decoder (default: by topic)")
+    forced.add_argument("--format", choices=FORMATS, default=None, help="an ingest source topic of this format")
+    for topic in fields(Topics):
+        add(parser, f"--topic-{topic.name.replace('_', '-')}", default=topic.default, help="topic name")
+
+
+@tool("tail")
+def command(args: argparse.Namespace) -> int:
+    decoders = Decoders(Topics(**{topic.name: getattr(args, f"topic_{topic.name}") for topic in fields(Topics)}))
+    kind = decoder_kind(args, decoders)
+    config = connect(args, args.topic)
+    try:
+        tail(args, config, kind, decoders.get(kind))
+    except KafkaException as exc:
+        raise kafka_failure(config, f"reading {args.topic}", exc) from None
+    except BrokenPipeError:  # `| head` closed the pipe: that is an end, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
