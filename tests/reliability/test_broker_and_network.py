@@ -68,30 +68,45 @@ def test_connection_cuts_and_stalls_during_processing_change_nothing(proxied, tm
         process.kill()
 
 
-@pytest.mark.long
-def test_a_broker_paused_beyond_every_client_timeout_is_reported_and_survived(proxied, tmp_path):
-    workload = generate(WorkloadSpec.ending_now(deliveries=6, messages=1_500, ended=2, seed=22))
+def survive_an_outage(proxied, tmp_path, instance: str, seed: int, begin, end, seconds: float):
+    """Half the send, an outage (begin() ... end()), the other half: readiness must have dropped, and the
+    results must end exact. Returns the pipeline, the exit code if the instance ended itself, and the
+    seconds from the end of the outage to exact results."""
+    workload = generate(WorkloadSpec.ending_now(deliveries=6, messages=1_500, ended=2, seed=seed))
     pipeline = Pipeline(proxied.bootstrap_servers, tmp_path, partitions=4)
-    process, port = started(pipeline, "paused")
+    process, port = started(pipeline, instance)
     try:
         with ReadinessWatch(port) as watch:
-            pipeline.produce_workload(chunks(workload, 2)[0])
+            first, second = chunks(workload, 2)
+            pipeline.produce_workload(first)
             time.sleep(2)
-            paused_at = time.monotonic()
-            proxied.broker.pause()
-            time.sleep(65)  # message.timeout 30 s, transaction.timeout 60 s, session 6 s
-            proxied.broker.resume()
-            resumed_at = time.monotonic()
-            assert watch.said_not_ready_after(paused_at), "readiness stayed 200 through the outage"
-            pipeline.produce_workload(chunks(workload, 2)[1])
-            process, code = exact_in_the_end(pipeline, workload, process, "paused")
-        events = {line["event"] for line in log_lines(pipeline, "paused")}
-        assert events & {"checkpoint_failed", "kafka_error", "abort_failed", "consume_error", "partitions_lost"}, events
-        record("broker_paused", injected=1, exact=1, exited=code, recover_s=_since(resumed_at))
+            began = time.monotonic()
+            begin()
+            time.sleep(seconds)
+            end()
+            ended = time.monotonic()
+            assert watch.said_not_ready_after(began), "readiness stayed 200 through the outage"
+            pipeline.produce_workload(second)
+            process, code = exact_in_the_end(pipeline, workload, process, instance)
+        recovered = _since(ended)
         assert stop(process) == 0
+        return pipeline, code, recovered
+    finally:
+        process.kill()
+
+
+@pytest.mark.long
+def test_a_broker_paused_beyond_every_client_timeout_is_reported_and_survived(proxied, tmp_path):
+    # 65 s: past message.timeout (30 s), transaction.timeout (60 s) and the session (6 s).
+    try:
+        pipeline, code, recovered = survive_an_outage(
+            proxied, tmp_path, "paused", 22, proxied.broker.pause, proxied.broker.resume, 65
+        )
     finally:
         proxied.broker.resume()
-        process.kill()
+    events = {line["event"] for line in log_lines(pipeline, "paused")}
+    assert events & {"checkpoint_failed", "kafka_error", "abort_failed", "consume_error", "partitions_lost"}, events
+    record("broker_paused", injected=1, exact=1, exited=code, recover_s=recovered)
 
 
 def test_sigterm_ends_the_instance_within_the_grace_period_while_the_broker_is_paused(proxied, tmp_path):
@@ -119,27 +134,13 @@ def test_sigterm_ends_the_instance_within_the_grace_period_while_the_broker_is_p
         process.kill()
 
 
-@pytest.mark.parametrize("outage_s", [40])
-def test_a_broker_unreachable_for_a_while_is_waited_out(proxied, tmp_path, outage_s):
-    workload = generate(WorkloadSpec.ending_now(deliveries=6, messages=1_500, ended=2, seed=24))
-    pipeline = Pipeline(proxied.bootstrap_servers, tmp_path, partitions=4)
-    process, port = started(pipeline, "gone")
-    try:
-        with ReadinessWatch(port) as watch:
-            pipeline.produce_workload(chunks(workload, 2)[0])
-            time.sleep(2)
-            gone_at = time.monotonic()
-            proxied.proxy.refuse(outage_s)
-            proxied.proxy.cut()
-            time.sleep(outage_s + 1)
-            back_at = time.monotonic()
-            assert watch.said_not_ready_after(gone_at), "readiness stayed 200 while Kafka was unreachable"
-            pipeline.produce_workload(chunks(workload, 2)[1])
-            process, code = exact_in_the_end(pipeline, workload, process, "gone")
-        record("broker_unreachable", injected=1, exact=1, exited=code, recover_s=_since(back_at))
-        assert stop(process) == 0
-    finally:
-        process.kill()
+def test_a_broker_unreachable_for_a_while_is_waited_out(proxied, tmp_path):
+    def cut_off() -> None:
+        proxied.proxy.refuse(40)
+        proxied.proxy.cut()
+
+    _, code, recovered = survive_an_outage(proxied, tmp_path, "gone", 24, cut_off, lambda: None, 41)
+    record("broker_unreachable", injected=1, exact=1, exited=code, recover_s=recovered)
 
 
 def _since(moment: float) -> float:
