@@ -156,7 +156,7 @@ def message_state(message: MessageState) -> dict[str, Any]:
 STATE_VALUES: dict[str, Callable[[bytes], Any]] = {
     "message": lambda value: message_state(state.decode_message(value)),
     "delivery": lambda value: asdict(state.decode_delivery(value)),
-    "counted": bytes.decode,  # the kind of event counted once: open, click, rejected confirmation
+    "counted": bytes.decode,  # what was counted once: OPEN, CLICK or REJECTED_CONFIRMATION
     "watermark": int,
 }
 

@@ -273,8 +273,8 @@ def test_changelog_values_by_kind_including_tombstones():
     }
     plain = changelog_decoder(Record(message, b"3 1")).value["state"]
     assert plain == {"facts": ["RELAYED", "DELIVERED"], "changes": 1, "hard": None, "soft": None, "exhausted": None}
-    counted = changelog_decoder(Record(records.counted_key("d", "e-1"), b"open"))
-    assert (counted.schema, counted.value["event_id"], counted.value["state"]) == ("counted", "e-1", "open")
+    counted = changelog_decoder(Record(records.counted_key("d", "e-1"), b"OPEN"))
+    assert (counted.schema, counted.value["event_id"], counted.value["state"]) == ("counted", "e-1", "OPEN")
     assert changelog_decoder(Record(records.WATERMARK, b"1767225600000")).value["state"] == 1767225600000
     unknown = changelog_decoder(Record(b"zz", b"x"))
     assert unknown.error == "ValueError: not a state key: zz" and unknown.raw == b"x"
