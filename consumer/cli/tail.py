@@ -320,6 +320,13 @@ def tail(args: argparse.Namespace, config: dict[str, Any], kind: str, decoder: D
 
 
 # -- the command -----------------------------------------------------------------------------------
+def at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is not a number of records")
+    return number
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     add_bootstrap(parser)
     parser.add_argument("topic", help="the topic to read")
@@ -327,7 +334,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--follow", action="store_true", help="keep waiting for new records (implied from the end)")
     parser.add_argument("--key", default=None, help="only records with this key (changelog: of this delivery)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--max", type=int, default=None, help="stop after this many records")
+    parser.add_argument("--max", type=at_least_one, default=None, help="stop after this many records")
     forced = parser.add_mutually_exclusive_group()
     forced.add_argument("--as", dest="decoder", choices=DECODERS, default=None, help="decoder (default: by topic)")
     forced.add_argument("--format", choices=FORMATS, default=None, help="an ingest source topic of this format")
