@@ -67,7 +67,8 @@ def run(kafka, tmp_path_factory: pytest.TempPathFactory) -> Run:
     pipeline.produce_raw(pipeline.topics.control, samples.DELIVERY_ID.encode(), json.dumps(command).encode())
     service = pipeline.start("solo", store="memory")
     try:
-        pipeline.wait_for_kpis({samples.DELIVERY_ID: {"processed": 12, "sent": 9}}, processes=[service])
+        latest = pipeline.wait_for_kpis({samples.DELIVERY_ID: {"processed": 12, "sent": 9}}, processes=[service])
+        assert latest[samples.DELIVERY_ID]["sent"] == 9, latest
         deadline = time.monotonic() + 30
         while len(pipeline.read_all(pipeline.topics.dlq)) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
