@@ -43,8 +43,6 @@ class KpiTable:
         self._seq = 0
         self._epoch = secrets.token_hex(4)
         self._changed = threading.Condition()
-        self.skipped = 0  # records that could not be decoded
-        self.loaded = threading.Event()  # set once the topic was read to its end
 
     def apply(self, partition: int, kpi: Kpi) -> bool:
         """Keep the record if it is the delivery's latest; True when it changed the table."""
@@ -108,6 +106,8 @@ class KpiView(KpiTable):
         registry: CollectorRegistry | None = None,
     ) -> None:
         super().__init__()
+        self.skipped = 0  # records that could not be decoded
+        self.loaded = threading.Event()  # set once the topic was read to its end: a readiness signal
         self._config = reader_config(base, group)
         self._topic = topic
         self._codec = AvroCodec.named(DELIVERY_KPI)
