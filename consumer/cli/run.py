@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
 from confluent_kafka import KafkaException
 
+from consumer.cli import deployment_view
 from consumer.cli.options import add, add_bootstrap
 from consumer.kafka.config import security_from_env, security_settings
 from consumer.kafka.topics import Topics
@@ -17,6 +19,7 @@ from consumer.ops import logging as logs
 from consumer.service.app import Service
 from consumer.service.errors import CANNOT_START, INTERNAL_ERROR, KAFKA_FATAL, ServiceError
 from consumer.service.settings import AT_LEAST_ONCE, EXACTLY_ONCE, Settings
+from consumer.web.auth import WebConfigError
 
 
 def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = True) -> None:
@@ -44,6 +47,9 @@ def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = Tr
         help="librdkafka security setting (security.protocol, sasl.*, ssl.*); also SENDTRACK_KAFKA_<KEY>",
     )
     add(parser, "--log-format", choices=("json", "console"), default="json")
+    add(parser, "--web-config", type=Path, default=None, help="users, roles and TLS of the web view (YAML)")
+    add(parser, "--advertised-url", default=None, help="this instance's HTTP URL (default http://<fqdn>:<port>)")
+    add(parser, "--web-peers", default="", help="comma-separated URLs of the other instances' HTTP servers")
     for topic in fields(Topics):
         add(parser, f"--topic-{topic.name.replace('_', '-')}", default=topic.default, help="topic name")
 
@@ -64,6 +70,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         commit_interval_s=args.commit_interval,
         grace_period_s=args.grace_period,
         watchdog_timeout_s=args.watchdog_timeout,
+        web_config=args.web_config,
+        advertised_url=args.advertised_url,
+        web_peers=tuple(url for url in args.web_peers.split(",") if url),
         max_clock_skew_s=args.max_clock_skew,
         session_timeout_ms=args.session_timeout_ms,
         create_topics=args.create_topics,
@@ -111,6 +120,12 @@ def argv(settings: Settings) -> list[str]:
         str(settings.partitions),
     ]
     line += ["--efs-default"] * settings.efs_default + ["--create-topics"] * settings.create_topics
+    if settings.web_config:
+        line += ["--web-config", str(settings.web_config)]
+    if settings.advertised_url:
+        line += ["--advertised-url", settings.advertised_url]
+    if settings.web_peers:
+        line += ["--web-peers", ",".join(settings.web_peers)]
     for topic in fields(Topics):
         line += [f"--topic-{topic.name.replace('_', '-')}", getattr(settings.topics, topic.name)]
     for name, value in settings.security.items():
@@ -122,13 +137,17 @@ def command(args: argparse.Namespace) -> int:
     """Run the service; every way it can end is one log line and an exit code (service/errors.py)."""
     logs.configure(json=args.log_format == "json")
     log = logs.get("sendtrack")
+    stop_view: Callable[[], None] | None = None
     try:
         settings = settings_from(args)
-    except ValueError as exc:
+        service = Service(settings)
+        service.take_signals()  # before the view starts threads of its own
+        if settings.http_port is not None:
+            stop_view = deployment_view.attach(service)
+        return service.run()
+    except (ValueError, WebConfigError) as exc:  # flags, or the web config file
         log.error("cannot_start", error=str(exc), exit_code=CANNOT_START)
         return CANNOT_START
-    try:
-        return Service(settings).run()
     except ServiceError as exc:  # say what is wrong, without a traceback
         log.error(exc.event, error=str(exc), exit_code=exc.exit_code)
         return exc.exit_code
@@ -138,3 +157,6 @@ def command(args: argparse.Namespace) -> int:
     except Exception:
         log.exception("crashed", exit_code=INTERNAL_ERROR)
         return INTERNAL_ERROR
+    finally:
+        if stop_view is not None:
+            stop_view()

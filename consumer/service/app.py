@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +20,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 
 from consumer.codec.control import COMPUTE_STATS
+from consumer.core.delivery import DeliveryState
 from consumer.core.processor import kpi_record
+from consumer.core.status import MessageState
 from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import OutputProducer
 from consumer.ops import logging as logs
+from consumer.ops.exchange import Handler
 from consumer.ops.http import OpsServer, StatusSource
 from consumer.ops.metrics import Metrics
 from consumer.service.checkpoint import Checkpointer
@@ -35,6 +39,7 @@ from consumer.service.partition import PartitionRuntime, StoreFactory
 from consumer.service.recovery import ChangelogMismatch, RestoreResult, restore
 from consumer.service.settings import Settings
 from consumer.service.signals import StopSignals
+from consumer.state import records
 from consumer.state.store import PartitionStore, StoreError
 
 __all__ = ["COMPUTE_STATS", "Service"]
@@ -45,8 +50,18 @@ _KAFKA_CALL_S = 10.0  # timeout of one blocking Kafka call made while recovering
 
 
 class Service:
-    def __init__(self, settings: Settings, clock: Clock = time.time, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock = time.time,
+        metrics: Metrics | None = None,
+        client_id: str = "sendtrack",
+    ) -> None:
         self.settings = settings
+        self.client_id = client_id  # the consumer's: the Deployment view encodes this instance's URL in it
+        self.handler: Handler | None = None  # pages served besides /metrics, /healthz, /readyz
+        self.http_tls: ssl.SSLContext | None = None
+        self.after_start: list[Callable[[], Any]] = []  # companions that need Kafka, started after the checks
         self.metrics = metrics or Metrics()
         self._clock = clock
         self._log = logs.get("sendtrack.service")
@@ -62,8 +77,12 @@ class Service:
         self._warned: dict[int, float] = {}  # Kafka error code -> when last logged
 
     # -- lifecycle ---------------------------------------------------------------------------------------
+    def take_signals(self) -> None:
+        """SIGTERM/SIGINT to the stop thread. Before any thread starts: those inherit the blocked signals."""
+        self._signals.install()
+
     def run(self) -> int:
-        self._signals.install()  # first: every thread started later inherits the blocked signals
+        self.take_signals()
         try:
             self._start()
         except KafkaException as exc:
@@ -105,12 +124,15 @@ class Service:
             raise StartupError(str(exc)) from None
         self._base = base
         consumer_config = kafka_config.consumer_config(base, s.group_id, s.session_timeout_ms)
+        consumer_config |= {"client.id": self.client_id, "stats_cb": self._on_stats, "error_cb": self._on_kafka_error}
         self.attach(
             self._new_producer(),
-            Consumer({**consumer_config, "stats_cb": self._on_stats, "error_cb": self._on_kafka_error}),
+            Consumer(consumer_config),
             Consumer(kafka_config.reader_config(base, f"{s.group_id}.restore", reset="error")),
         )
         self.health.watchdog = self._watchdog.start()
+        for start in self.after_start:
+            start()
         self._consumer.subscribe(
             list(s.topics.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -361,10 +383,46 @@ class Service:
             return
         source = StatusSource(ready=self.readiness, delivery_kpi=self._kpis.get, alive=self.health.liveness)
         try:
-            self._http = OpsServer(s.http_port, self.metrics.registry, source, host=s.http_host).start()
+            self._http = OpsServer(
+                s.http_port, self.metrics.registry, source, host=s.http_host, handler=self.handler, tls=self.http_tls
+            ).start()
         except OSError as exc:
             raise StartupError(f"cannot serve HTTP on {s.http_host}:{s.http_port}: {exc.strerror or exc}") from None
         self._log.info("http_listening", host=s.http_host, port=self._http.port)
+
+    # -- message-level queries (the Deployment view's, from HTTP threads: committed state only) ----------------
+    def owned_partitions(self) -> set[int]:
+        return set(self._runtimes)
+
+    def committed_messages(
+        self, delivery_id: str, after: str | None, limit: int
+    ) -> tuple[DeliveryState, list[tuple[str, MessageState]]] | None:
+        """The delivery and up to `limit` of its messages with ids after `after`, in id order; None if the
+        delivery is not this instance's."""
+        owner = self._owner_of(delivery_id)
+        if owner is None:
+            return None
+        runtime, delivery = owner
+        prefix = records.messages_prefix(delivery_id)
+        start = prefix + after.encode() + b"\x00" if after else prefix  # ids hold no NUL: the next key up
+        found = runtime.store.read_range(prefix, start, limit)
+        return delivery, [(records.split_key(k)[2], records.decode_message(v)) for k, v in found]
+
+    def committed_message(self, delivery_id: str, message_id: str) -> tuple[DeliveryState, MessageState] | None:
+        owner = self._owner_of(delivery_id)
+        if owner is None:
+            return None
+        runtime, delivery = owner
+        key = records.message_key(delivery_id, message_id)
+        rows = runtime.store.read_range(key, key, 1)
+        return (delivery, records.decode_message(rows[0][1])) if rows and rows[0][0] == key else None
+
+    def _owner_of(self, delivery_id: str) -> tuple[PartitionRuntime, DeliveryState] | None:
+        for runtime in list(self._runtimes.values()):
+            delivery = runtime.processor.delivery(delivery_id)
+            if delivery is not None:
+                return runtime, delivery
+        return None
 
     def published_kpis(self) -> dict[str, dict[str, Any]]:
         """The last published KPI of each delivery this instance owns."""

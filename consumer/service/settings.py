@@ -22,6 +22,9 @@ class Settings:
     store: str = "rocksdb"  # or "memory"
     http_port: int | None = 8080  # 0: any free port; None: no HTTP server
     http_host: str = "0.0.0.0"  # the address the HTTP server binds to
+    web_config: Path | None = None  # users, roles, TLS of the Deployment view (Prometheus' web config format)
+    advertised_url: str | None = None  # how peers and browsers reach this instance's HTTP server
+    web_peers: tuple[str, ...] = ()  # other instances' URLs, asked who owns what when the group cannot say
     processing_guarantee: str = EXACTLY_ONCE
     efs_default: bool = False
     commit_interval_s: float = 1.0

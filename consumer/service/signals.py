@@ -27,11 +27,16 @@ class StopSignals:
         self._log = log
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        self._installed = False
 
     def install(self) -> bool:
-        """Take the signals over; call before any other thread starts (threads inherit the mask)."""
+        """Take the signals over; call before any other thread starts (threads inherit the mask, and a
+        thread that does not block them would receive a SIGTERM and die of it). Idempotent."""
         if threading.current_thread() is not threading.main_thread():
             return False  # embedded (tests, demo): the host owns the signals
+        if self._installed:
+            return True
+        self._installed = True
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         threading.Thread(target=self._wait, name="signals", daemon=True).start()
         return True

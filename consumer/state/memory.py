@@ -18,6 +18,12 @@ class MemoryStore(PartitionStore):
         # A full pass: scans happen only at lifecycle moments and restores, never per event.
         return iter([(k, v) for k, v in self._data.items() if k.startswith(prefix)])
 
+    def read_range(self, prefix: bytes, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        # list() copies the dict under the GIL in one step, so a concurrent writer cannot break the pass.
+        # A full pass and a sort: pages of a memory store cost O(state); RocksDB seeks.
+        items = list(self._data.items())
+        return sorted((k, v) for k, v in items if k.startswith(prefix) and k >= start)[:limit]
+
     def write(self, changes: Changes, offsets: Mapping[str, int]) -> None:
         data = self._data
         for key, value in (*changes.items(), *self.offset_changes(offsets).items()):

@@ -6,6 +6,7 @@ stays bounded however many partitions an instance owns (quix-streams PR #1137).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def _options(cache_bytes: int) -> Options:
 class RocksDBStore(PartitionStore):
     def __init__(self, path: Path, cache_bytes: int = 64 * 1024 * 1024) -> None:
         self.path = path
+        self._closing = threading.Lock()
+        self._closed = False
         try:
             path.mkdir(parents=True, exist_ok=True)
             self._db = Rdict(str(path), _options(cache_bytes))
@@ -75,7 +78,27 @@ class RocksDBStore(PartitionStore):
         except Exception as exc:
             raise StoreError(f"cannot write RocksDB at {self.path}: {exc}") from None
 
+    def read_range(self, prefix: bytes, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        with self._closing:  # close() must not pull the database from under a reader of another thread
+            if self._closed:
+                raise StoreError(f"RocksDB at {self.path} is closed (the partition moved)")
+            found = []
+            it = self._db.iter()
+            it.seek(max(prefix, start))
+            while it.valid() and len(found) < limit:
+                key = it.key()
+                if not key.startswith(prefix):
+                    break
+                found.append((key, it.value()))
+                it.next()
+            return found
+
     def close(self) -> None:
+        with self._closing:
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
         try:
             self._db.close()  # flushes the memtable: a full disk shows here too
         except Exception as exc:

@@ -32,6 +32,11 @@ class PartitionStore(ABC):
         """Every (key, value) whose key starts with prefix."""
 
     @abstractmethod
+    def read_range(self, prefix: bytes, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` (key, value) pairs with the prefix and key >= start, in key order. Safe to call from
+        another thread than the writer's (the Deployment view's pages); StoreError once the store is closed."""
+
+    @abstractmethod
     def write(self, changes: Changes, offsets: Mapping[str, int]) -> None: ...
 
     @abstractmethod

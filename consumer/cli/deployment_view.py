@@ -1,0 +1,106 @@
+"""The Deployment view (consumer/web) wired to a running instance: its KPI view, owner routing, identities,
+the actions' publisher, and the message-level answers this instance gives for the partitions it owns."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+from confluent_kafka.admin import AdminClient
+
+from consumer.kafka import config as kafka_config
+from consumer.service.app import Service
+from consumer.web.actions import KafkaPublisher
+from consumer.web.app import WebApp
+from consumer.web.auth import Auth, load_web_config
+from consumer.web.kpi_view import KpiView
+from consumer.web.owner_state import (
+    PAGE_SCAN_BUDGET,
+    FailedPage,
+    MessageDetail,
+    failed_page,
+    message_detail,
+)
+from consumer.web.owners import Owners, client_id_for, first_answer, group_lookup, peer_lookup, static_peers
+
+
+class InstanceOwnerState:
+    """web.owner_state.OwnerState over the service's committed partition state."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def owned_partitions(self) -> set[int]:
+        return self._service.owned_partitions()
+
+    def failed_messages(self, delivery_id: str, after: str | None, limit: int) -> FailedPage:
+        found = self._service.committed_messages(delivery_id, after, PAGE_SCAN_BUDGET)
+        if found is None:
+            return FailedPage([], None)
+        delivery, messages = found
+        return failed_page(messages, delivery.efs, delivery.final, limit)
+
+    def message(self, delivery_id: str, message_id: str) -> MessageDetail | None:
+        found = self._service.committed_message(delivery_id, message_id)
+        if found is None:
+            return None
+        delivery, message = found
+        return message_detail(message_id, message, delivery.efs, delivery.final)
+
+
+class _Deferred:
+    """The actions' publisher, made at the first action: no Kafka client before the start-up checks."""
+
+    def __init__(self, base: dict) -> None:
+        self._base = base
+        self._publisher: KafkaPublisher | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        with self._lock:
+            if self._publisher is None:
+                self._publisher = KafkaPublisher(self._base)
+        self._publisher.publish(topic, key, value)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+
+
+def default_advertised_url(port: int, tls: bool) -> str:
+    return f"{'https' if tls else 'http'}://{socket.getfqdn()}:{port}"
+
+
+def attach(service: Service) -> Callable[[], None]:
+    """Serve the view from the service's HTTP server; returns what stops the view's own threads."""
+    s = service.settings
+    config = load_web_config(s.web_config) if s.web_config else None
+    tls = config.ssl_context() if config else None
+    url = s.advertised_url or default_advertised_url(s.http_port or 0, tls is not None)
+    base = kafka_config.base_config(s.bootstrap_servers, s.security)
+    kpis = KpiView(base, s.topics.kpis, group=f"{s.group_id}.web", registry=service.metrics.registry)
+    service.after_start.append(kpis.start)  # after the checks that need no broker
+    lookup = first_answer(
+        group_lookup(AdminClient(base), s.group_id, s.topics.mta_events), peer_lookup(static_peers(s.web_peers))
+    )
+    publisher = _Deferred(base)
+    service.client_id = client_id_for(url)
+    service.http_tls = tls
+    service.handler = WebApp(
+        kpis,
+        Owners(lookup),
+        Auth(config),
+        publisher,
+        InstanceOwnerState(service),
+        service.metrics.registry,
+        topics=s.topics,
+        advertised_url=url,
+    )
+
+    def stop() -> None:
+        if kpis.running:
+            kpis.stop()
+        publisher.close()
+
+    return stop
