@@ -13,10 +13,12 @@ import urllib.request
 
 import bcrypt
 import pytest
+from playwright.sync_api import expect
 
 from consumer.cli.workload import WorkloadSpec, generate
-from consumer.codec.schemas import DELIVERY_EVENT, load
+from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT, load
 from tests.service.harness import Pipeline, free_port, stop, wait_http
+from tests.web.browser import screenshot
 
 
 def get(url: str, user: str | None = None, accept: str = "application/json", data: bytes | None = None):
@@ -48,8 +50,7 @@ def wait_listed(url: str, delivery_id: str, state: str, timeout_s: float = 30.0)
     raise AssertionError(f"{delivery_id} never listed as {state} by {url}")
 
 
-@pytest.fixture
-def web_config(tmp_path):
+def write_web_config(tmp_path):
     def hashed(user: str) -> str:
         return bcrypt.hashpw(f"secret-{user}".encode(), bcrypt.gensalt(4)).decode()
 
@@ -65,7 +66,11 @@ def web_config(tmp_path):
     return path
 
 
-def test_two_instances_serve_the_whole_cluster_and_route_to_owners(kafka, tmp_path, web_config):
+@pytest.fixture(scope="module")
+def cluster(kafka, tmp_path_factory):
+    """Two instances with the view, a finished send, and a delivery awaiting confirmation."""
+    tmp_path = tmp_path_factory.mktemp("cluster")
+    config = write_web_config(tmp_path)
     workload = generate(WorkloadSpec.ending_now(deliveries=6, messages=400, ended=2, seed=51))
     pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
     pipeline.produce_workload(workload)
@@ -76,7 +81,7 @@ def test_two_instances_serve_the_whole_cluster_and_route_to_owners(kafka, tmp_pa
             name,
             http_port=port,
             http_host="127.0.0.1",
-            web_config=web_config,
+            web_config=config,
             advertised_url=urls[name],
             web_peers=tuple(urls.values()),
         )
@@ -86,46 +91,119 @@ def test_two_instances_serve_the_whole_cluster_and_route_to_owners(kafka, tmp_pa
         for port in ports.values():
             wait_http(port, "/readyz", timeout_s=90)
         pipeline.wait_for_kpis(workload.expected, processes=processes)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # each instance's KPI view follows the topic
-            listed = [json.loads(get(f"{url}/api/deliveries", "bob")[1])["deliveries"] for url in urls.values()]
-            if all(len(each) == len(workload.expected) for each in listed):
-                break
-            time.sleep(0.5)
-        for each in listed:
-            assert {k["delivery_id"]: k["processed"] for k in each} == {
-                d: e["processed"] for d, e in workload.expected.items()
-            }
-        assert get(f"{urls['a']}/api/deliveries")[0] == 401  # reading needs a user once a config is set
-
-        owned = {name: set(json.loads(get(f"{url}/api/instance")[1])["partitions"]) for name, url in urls.items()}
-        assert owned["a"] and owned["b"] and not owned["a"] & owned["b"]
-        failing = max(workload.expected, key=lambda d: workload.expected[d]["failed"])
-        for url in urls.values():  # whichever instance is asked, the owner's sending logs come back
-            status, body = get(f"{url}/api/deliveries/{failing}/failed?limit=500", "bob")
-            assert status == 200, body
-            assert len(json.loads(body)["failed"]) == workload.expected[failing]["failed"]
-            status, page = get(f"{url}/deliveries/{failing}", "bob", accept="text/html")
-            assert status == 200 and b"Deployment" in page
-
-        # A delivery awaiting confirmation: bob (no role) is refused, alice confirms through either instance.
-        waiting = {
-            "event_id": "await-prepared",
-            "delivery_id": "await-1",
-            "type": "PREPARED",
-            "occurred_at": int(time.time() * 1000) - 1_000,
-            "to_deliver": 10,
-            "confirmation_required": True,
-        }
-        pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, [fill(waiting)])
-        pipeline.wait_for_kpis({"await-1": {"state": "AWAITING_CONFIRMATION"}}, processes=processes)
-        wait_listed(urls["b"], "await-1", "AWAITING_CONFIRMATION")
-        assert get(f"{urls['b']}/api/deliveries/await-1/confirm", "bob", data=b"{}")[0] == 403
-        assert get(f"{urls['b']}/api/deliveries/await-1/confirm", "alice", data=b"{}")[0] == 202
-        kpi = pipeline.wait_for_kpis({"await-1": {"state": "CONFIRMED"}}, processes=processes)["await-1"]
-        assert (kpi["state"], kpi["confirmations_rejected"]) == ("CONFIRMED", 1)
+        yield pipeline, workload, urls, processes
         for process in processes:
             assert stop(process) == 0
     finally:
         for process in processes:
             process.kill()
+
+
+def test_two_instances_serve_the_whole_cluster_and_route_to_owners(cluster):
+    _pipeline, workload, urls, _processes = cluster
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # each instance's KPI view follows the topic
+        listed = [json.loads(get(f"{url}/api/deliveries", "bob")[1])["deliveries"] for url in urls.values()]
+        if all(len(each) >= len(workload.expected) for each in listed):
+            break
+        time.sleep(0.5)
+    for each in listed:
+        processed = {k["delivery_id"]: k["processed"] for k in each if k["delivery_id"] in workload.expected}
+        assert processed == {d: e["processed"] for d, e in workload.expected.items()}
+    assert get(f"{urls['a']}/api/deliveries")[0] == 401  # reading needs a user once a config is set
+
+    owned = {name: set(json.loads(get(f"{url}/api/instance")[1])["partitions"]) for name, url in urls.items()}
+    assert owned["a"] and owned["b"] and not owned["a"] & owned["b"]
+    failing = max(workload.expected, key=lambda d: workload.expected[d]["failed"])
+    for url in urls.values():  # whichever instance is asked, the owner's sending logs come back
+        status, body = get(f"{url}/api/deliveries/{failing}/failed?limit=500", "bob")
+        assert status == 200, body
+        assert len(json.loads(body)["failed"]) == workload.expected[failing]["failed"]
+
+
+def awaiting(pipeline, delivery_id: str, processes) -> None:
+    prepared = {
+        "event_id": f"{delivery_id}-prepared",
+        "delivery_id": delivery_id,
+        "type": "PREPARED",
+        "occurred_at": int(time.time() * 1000) - 1_000,
+        "to_deliver": 10,
+        "confirmation_required": True,
+    }
+    pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, [fill(prepared)])
+    pipeline.wait_for_kpis({delivery_id: {"state": "AWAITING_CONFIRMATION"}}, processes=processes)
+
+
+def test_confirmations_carry_the_verified_identity(cluster):
+    pipeline, _workload, urls, processes = cluster
+    awaiting(pipeline, "await-1", processes)
+    wait_listed(urls["b"], "await-1", "AWAITING_CONFIRMATION")
+    assert get(f"{urls['b']}/api/deliveries/await-1/confirm", "bob", data=b"{}")[0] == 403
+    assert get(f"{urls['b']}/api/deliveries/await-1/confirm", "alice", data=b"{}")[0] == 202
+    kpi = pipeline.wait_for_kpis({"await-1": {"state": "CONFIRMED"}}, processes=processes)["await-1"]
+    assert (kpi["state"], kpi["confirmations_rejected"]) == ("CONFIRMED", 1)
+
+
+ALICE = {"http_credentials": {"username": "alice", "password": "secret-alice"}}
+BOB = {"http_credentials": {"username": "bob", "password": "secret-bob"}}
+
+
+def test_in_a_browser_against_the_running_instances(cluster, browser):
+    pipeline, workload, urls, processes = cluster
+    bob = browser(**BOB).new_page()
+    bob.goto(urls["a"] + "/")
+    for delivery_id in workload.expected:
+        bob.locator(f'tr[data-delivery="{delivery_id}"]').wait_for()
+    screenshot(bob, "instances-list")
+
+    # A send in progress: the progress bar moves when its events arrive, without a reload.
+    live = {**workload.delivery_events[0], "event_id": "live-prepared", "delivery_id": "live-1", "to_deliver": 10}
+    live |= {"confirmation_required": False, "validity_end": None}
+    pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, [fill(live)])
+    row = bob.locator('tr[data-delivery="live-1"]')
+    row.wait_for()
+    before = float(row.locator("progress").get_attribute("value"))
+    now = int(time.time() * 1000) - 500
+    relayed = [mta_event("live-1", f"m{i}", "RELAYED", now) for i in range(5)]
+    pipeline.produce_events(pipeline.topics.mta_events, MTA_EVENT, relayed)
+    expect(row.locator("progress")).to_have_attribute("value", "50", timeout=20_000)
+    assert before == 0
+    screenshot(bob, "instances-live")
+
+    # A delivery page, asked of both instances (one of them is not the owner): the owner's failed messages.
+    failing = max(workload.expected, key=lambda d: workload.expected[d]["failed"])
+    for url in urls.values():
+        bob.goto(f"{url}/deliveries/{failing}")
+        expect(bob.locator("table.failed tbody tr").first).to_be_visible()
+    screenshot(bob, "instances-failed-messages")
+
+    awaiting(pipeline, "await-2", processes)
+    wait_listed(urls["a"], "await-2", "AWAITING_CONFIRMATION")
+    bob.goto(urls["a"] + "/deliveries/await-2")
+    assert bob.locator("#confirm").is_disabled()  # refused for want of the role
+    alice = browser(**ALICE).new_page()
+    alice.goto(urls["a"] + "/deliveries/await-2")
+    alice.click("#confirm")
+    pipeline.wait_for_kpis({"await-2": {"state": "CONFIRMED"}}, processes=processes)
+    alice.goto(urls["a"] + "/deliveries/await-2")
+    expect(alice.locator("body")).to_contain_text("CONFIRMED", timeout=20_000)
+    screenshot(alice, "instances-confirmed")
+
+    version = pipeline.kpis()[failing]["version"]
+    alice.goto(f"{urls['b']}/deliveries/{failing}")
+    alice.click("#compute-stats")
+    deadline = time.monotonic() + 20
+    while pipeline.kpis()[failing]["version"] == version and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert pipeline.kpis()[failing]["version"] > version  # Compute stats published a KPI
+    screenshot(alice, "instances-compute-stats")
+
+
+def mta_event(delivery_id: str, message_id: str, kind: str, at: int) -> dict:
+    return {f["name"]: f.get("default") for f in load(MTA_EVENT).definition["fields"]} | {
+        "event_id": f"{delivery_id}-{message_id}-{kind}",
+        "delivery_id": delivery_id,
+        "message_id": message_id,
+        "type": kind,
+        "occurred_at": at,
+    }
