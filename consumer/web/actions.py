@@ -12,6 +12,7 @@ a verified identity publish nothing: there is no actor to record.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -43,24 +44,38 @@ class PublishError(RuntimeError):
 
 
 class KafkaPublisher:
-    """An idempotent producer that waits for each record's acknowledgement (actions are rare)."""
+    """An idempotent producer that waits for each record's acknowledgement (actions are rare).
+
+    The producer is made at the first action, so building the view starts no Kafka client.
+    """
 
     def __init__(self, base: Mapping[str, Any], timeout_s: float = 10.0) -> None:
-        self._producer = Producer({**base, "enable.idempotence": True, "acks": "all"})
+        self._config = {**base, "enable.idempotence": True, "acks": "all"}
         self._timeout_s = timeout_s
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        producer = self._made()
         errors: list[Any] = []
         try:
-            self._producer.produce(topic, value, key, on_delivery=lambda err, _msg: errors.append(err))
+            producer.produce(topic, value, key, on_delivery=lambda err, _msg: errors.append(err))
         except (KafkaException, BufferError) as exc:
             raise PublishError(str(exc)) from None
-        self._producer.flush(self._timeout_s)  # other threads' records may be in flight too: ours is in `errors`
+        producer.flush(self._timeout_s)  # other threads' records may be in flight too: ours is in `errors`
         if not errors or errors[0] is not None:
             raise PublishError(f"{topic}: not acknowledged: {errors[0] if errors else 'timed out'}")
 
     def close(self) -> None:
-        self._producer.flush(self._timeout_s)
+        with self._lock:
+            if self._producer is not None:
+                self._producer.flush(self._timeout_s)
+
+    def _made(self) -> Producer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(self._config)
+            return self._producer
 
 
 @dataclass(frozen=True)

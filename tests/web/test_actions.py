@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT
 from consumer.kafka.topics import Topics
-from consumer.web.actions import Actions
+from consumer.web.actions import Actions, KafkaPublisher, PublishError
 from consumer.web.auth import ANONYMOUS, Auth, Identity, WebConfig
 from tests.web.fakes import FakePublisher, kpi
 
@@ -138,3 +141,25 @@ def test_a_refusal_is_one_structured_log_line(setup) -> None:
             "delivery_id": "d1",
         }
     ]
+
+
+def test_the_kafka_publisher_waits_for_the_acknowledgement(kafka) -> None:
+    topic = f"web-actions-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    publisher = KafkaPublisher({"bootstrap.servers": kafka.bootstrap_servers})
+    publisher.publish(topic, b"d1", b"hello")
+    publisher.close()
+    reader = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": topic, "enable.auto.commit": False})
+    try:
+        reader.assign([TopicPartition(topic, 0, 0)])
+        msg = reader.poll(10)
+        assert msg is not None and msg.error() is None and (msg.key(), msg.value()) == (b"d1", b"hello")
+    finally:
+        reader.close()
+
+
+def test_an_unreachable_broker_is_a_publish_error() -> None:
+    publisher = KafkaPublisher({"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 500}, timeout_s=2)
+    with pytest.raises(PublishError, match="not acknowledged"):
+        publisher.publish("anything", b"d1", b"x")
