@@ -4,7 +4,6 @@ the actions' publisher, and the message-level answers this instance gives for th
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
@@ -49,25 +48,6 @@ class InstanceOwnerState:
         return message_detail(message_id, message, delivery.efs, delivery.final)
 
 
-class _Deferred:
-    """The actions' publisher, made at the first action: no Kafka client before the start-up checks."""
-
-    def __init__(self, base: dict) -> None:
-        self._base = base
-        self._publisher: KafkaPublisher | None = None
-        self._lock = threading.Lock()
-
-    def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        with self._lock:
-            if self._publisher is None:
-                self._publisher = KafkaPublisher(self._base)
-        self._publisher.publish(topic, key, value)
-
-    def close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
-
-
 def default_advertised_url(port: int, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{socket.getfqdn()}:{port}"
 
@@ -84,7 +64,7 @@ def attach(service: Service) -> Callable[[], None]:
     lookup = first_answer(
         group_lookup(AdminClient(base), s.group_id, s.topics.mta_events), peer_lookup(static_peers(s.web_peers))
     )
-    publisher = _Deferred(base)
+    publisher = KafkaPublisher(base)  # its producer is made at the first action
     service.client_id = client_id_for(url)
     service.http_tls = tls
     service.handler = WebApp(
