@@ -21,7 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from consumer.cli import run
+from consumer.cli import deployment_view, run
 from consumer.cli.produce import send
 from consumer.cli.workload import WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
@@ -61,6 +61,8 @@ def command(args: argparse.Namespace) -> int:
         if args.store == "rocksdb":
             settings = dataclasses.replace(settings, state_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())))
         service = Service(settings)
+        if settings.http_port is not None:
+            stack.callback(deployment_view.attach(service))  # the web view, stopped on the way out
         worker = threading.Thread(target=service.run, name="service", daemon=True)
         worker.start()
         try:
