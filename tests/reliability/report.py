@@ -66,6 +66,10 @@ def render(lines: list[dict[str, Any]], summary: list[str], command: str, second
         f"(`python {command}`, {seconds / 60:.1f} min, on the 2-core development machine with the embedded",
         "Tansu broker; broker, instances and test drivers share the cores).",
         "",
+        "Injected: faults of that kind in the run (a rebalance storm counts its starts, SIGTERMs and kill -9s).",
+        "Exits: exit codes of instances that ended themselves (4: the watchdog, 6: the state store). Times: from the",
+        "end of the fault (or the last restart) to exact results, or, for SIGTERM, to the exit.",
+        "",
         "| fault | runs | injected | exact afterwards | exits (code) | recovery / stop time |",
         "|---|---|---|---|---|---|",
     ]
@@ -94,7 +98,8 @@ def render(lines: list[dict[str, Any]], summary: list[str], command: str, second
 
 
 def _row(title: str, runs: list[dict[str, Any]]) -> str:
-    injected = sum(run.get("injected", 1) for run in runs)
+    storm = ("start", "sigterm", "kill")
+    injected = sum(run.get("injected", sum(run.get(name, 0) for name in storm)) for run in runs)
     exact = sum(run.get("exact", 0) for run in runs)
     exits = [str(run.get("exited") if "exited" in run else run.get("exit_code")) for run in runs]
     exits_text = ", ".join(e for e in exits if e not in ("None",)) or "none"
