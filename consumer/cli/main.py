@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from consumer.cli import broker, compute_stats, demo, kpis, produce, run, tail
@@ -27,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN: Ctrl-C (or a
+    # supervisor's SIGINT) would do nothing. Every command ends on it instead.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parser().parse_args(argv)
     try:
         return args.handler(args)

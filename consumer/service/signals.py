@@ -37,6 +37,9 @@ class StopSignals:
         if self._installed:
             return True
         self._installed = True
+        for sig in STOP_SIGNALS:  # an ignored signal is discarded, not queued for sigwait: inherited SIG_IGN undone
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         threading.Thread(target=self._wait, name="signals", daemon=True).start()
         return True
