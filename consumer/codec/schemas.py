@@ -49,13 +49,15 @@ def _without_logical_types(node: Any) -> Any:
 def _enums_as_ints(definition: dict[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, tuple[str, ...]], ...]]:
     """The record with each top-level enum field (plain, or in a union) read as an int, and those fields."""
     symbols_of: dict[str, tuple[str, ...]] = {}
-    enum_fields = []
+    swapped_enums: list[str] = []  # names of the enums swap() replaced, in order
 
     def swap(node: Any) -> Any:
         if isinstance(node, dict) and node.get("type") == "enum":
             symbols_of[node["name"]] = tuple(node["symbols"])
+            swapped_enums.append(node["name"])
             return "int"
         if isinstance(node, str) and node in symbols_of:  # a reference to an enum named earlier
+            swapped_enums.append(node)
             return "int"
         if isinstance(node, list):
             return [swap(branch) for branch in node]
@@ -63,23 +65,13 @@ def _enums_as_ints(definition: dict[str, Any]) -> tuple[dict[str, Any], tuple[tu
             _refuse_nested_enums(node)
         return node
 
-    fields = []
+    fields, enum_fields = [], []
     for spec in definition["fields"]:
-        swapped = swap(spec["type"])
-        if swapped != spec["type"]:
-            enum_fields.append((spec["name"], symbols_of[_enum_name(spec["type"])]))
-        fields.append({**spec, "type": swapped})
+        swapped_enums.clear()
+        fields.append({**spec, "type": swap(spec["type"])})
+        if swapped_enums:
+            enum_fields.append((spec["name"], symbols_of[swapped_enums[0]]))
     return {**definition, "fields": fields}, tuple(enum_fields)
-
-
-def _enum_name(node: Any) -> str:
-    branches = node if isinstance(node, list) else [node]
-    for branch in branches:
-        if isinstance(branch, dict) and branch.get("type") == "enum":
-            return branch["name"]
-        if isinstance(branch, str) and branch not in ("null", "int", "long", "string", "boolean", "double"):
-            return branch
-    raise ValueError(f"no enum in {node!r}")
 
 
 def _refuse_nested_enums(node: dict[str, Any]) -> None:

@@ -127,8 +127,7 @@ class PartitionProcessor:
             status = message_status(message.facts, delivery.efs, delivery.final)
             counters.add(contribution(message, status), count)
         for kind in self._state.counted(delivery_id):
-            total = _COUNTED_TOTAL[kind]
-            setattr(counters, total, getattr(counters, total) + 1)
+            _count(counters, kind)
         return counters
 
     def compute_stats(self, delivery_id: str, publish: bool = True) -> bool | None:
@@ -177,7 +176,7 @@ class PartitionProcessor:
             if not self._state.count_once(delivery.delivery_id, event["event_id"], REJECTED_CONFIRMATION):
                 self._out.outcomes[event["type"], DUPLICATE] += 1
                 return
-            delivery.counters.confirmations_rejected += 1
+            _count(delivery.counters, REJECTED_CONFIRMATION)
             self._out.rejections.append(result)
             self._out.outcomes[event["type"], REJECTED] += 1
             self._touch(delivery)
@@ -200,8 +199,7 @@ class PartitionProcessor:
             out.anomalies += 1
         engagement_new = kind in _COUNTED_TOTAL and self._state.count_once(delivery_id, event["event_id"], kind)
         if engagement_new:
-            total = _COUNTED_TOTAL[kind]
-            setattr(delivery.counters, total, getattr(delivery.counters, total) + 1)
+            _count(delivery.counters, kind)
 
         message_id = event["message_id"]
         message = self._state.message(delivery_id, message_id)
@@ -269,6 +267,12 @@ class PartitionProcessor:
                 "occurred_at": occurred_at,
             }
         )
+
+
+def _count(counters: KpiCounters, kind: str) -> None:
+    """One more distinct event of a kind counted once per event id."""
+    total = _COUNTED_TOTAL[kind]
+    setattr(counters, total, getattr(counters, total) + 1)
 
 
 def _learn(message: MessageState, event: Event, kind: str) -> bool:

@@ -237,7 +237,6 @@ class Service:
             self._abort()
         for runtime in self._runtimes.values():
             runtime.reset()
-        for runtime in self._runtimes.values():
             for topic in self.settings.topics.inputs:
                 offset = runtime.committed.get(topic, OFFSET_BEGINNING)
                 self._consumer.seek(TopicPartition(topic, runtime.partition, offset))
@@ -476,11 +475,15 @@ class Service:
                 self.metrics.consumer_lag.labels(topic, name).set(max(0, end - position))
 
 
+def _error_of(exc: BaseException) -> KafkaError | None:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+
+
 def _is_fatal(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    error = _error_of(exc)
     return error is not None and (error.fatal() or error.code() in (KafkaError._FENCED, KafkaError._STATE))
 
 
 def _reason(exc: BaseException) -> str:
-    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    error = _error_of(exc)
     return error.str() if error is not None else str(exc)

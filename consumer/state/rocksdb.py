@@ -6,6 +6,7 @@ stays bounded however many partitions an instance owns (quix-streams PR #1137).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -56,9 +57,10 @@ class RocksDBStore(PartitionStore):
         except Exception as exc:
             raise StoreError(f"cannot read RocksDB at {self.path}: {exc}") from None
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """In key order, from max(prefix, start)."""
         it = self._db.iter()
-        it.seek(prefix)
+        it.seek(max(prefix, start))
         while it.valid():
             key = it.key()
             if not key.startswith(prefix):
@@ -82,24 +84,12 @@ class RocksDBStore(PartitionStore):
         with self._closing:  # close() must not pull the database from under a reader of another thread
             if self._closed:
                 raise StoreError(f"RocksDB at {self.path} is closed (the partition moved)")
-            found = []
-            it = self._db.iter()
-            it.seek(max(prefix, start))
-            while it.valid() and len(found) < limit:
-                key = it.key()
-                if not key.startswith(prefix):
-                    break
-                found.append((key, it.value()))
-                it.next()
-            return found
+            return list(itertools.islice(self.scan(prefix, start), limit))
 
     def close(self) -> None:
         with self._closing:
             self._closed = True
-            self._close()
-
-    def _close(self) -> None:
-        try:
-            self._db.close()  # flushes the memtable: a full disk shows here too
-        except Exception as exc:
-            raise StoreError(f"cannot close RocksDB at {self.path}: {exc}") from None
+            try:
+                self._db.close()  # flushes the memtable: a full disk shows here too
+            except Exception as exc:
+                raise StoreError(f"cannot close RocksDB at {self.path}: {exc}") from None
