@@ -167,11 +167,11 @@ def state_entry(key: bytes) -> tuple[str, dict[str, str]]:
         return "watermark", {}
     if key.startswith(state.DELIVERY):
         return "delivery", {"delivery_id": key[len(state.DELIVERY) :].decode()}
-    if key.startswith((state.MESSAGE, state.COUNTED)):
+    if key.startswith((state.MESSAGE, state.COUNTED, state.REJECTED)):
         prefix, delivery_id, rest = state.split_key(key)
         if prefix == state.MESSAGE:
             return "message", {"delivery_id": delivery_id, "message_id": rest}
-        return "counted", {"delivery_id": delivery_id, "event_id": rest}
+        return "counted", {"delivery_id": delivery_id, "event_id": rest}  # an engagement's or a rejection's
     raise ValueError(f"not a state key: {text(key)}")
 
 

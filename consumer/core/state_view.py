@@ -28,7 +28,9 @@ class PartitionState(Protocol):
 
     def count_once(self, delivery_id: str, event_id: str, kind: str) -> bool:
         """Record an event id of a kind counted per distinct event (OPEN, CLICK, a rejected confirmation);
-        False if it was already recorded."""
+        False if it was already recorded. A rejected confirmation's id (the deliveries topic) and an
+        engagement's (mta.events) are chosen by different producers: an equal id never makes one a duplicate
+        of the other."""
         ...
 
     def counted(self, delivery_id: str) -> Iterator[str]:

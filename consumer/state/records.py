@@ -8,12 +8,18 @@ from typing import Any
 
 from consumer.core.delivery import DeliveryState
 from consumer.core.kpi import KpiCounters
+from consumer.core.processor import REJECTED_CONFIRMATION
 from consumer.core.status import Bounce, MessageState
 
 MESSAGE = b"m\x00"
 DELIVERY = b"d\x00"
-COUNTED = b"e\x00"  # events counted once per event id: opens, clicks, rejected confirmations
+COUNTED = b"e\x00"  # MTA events (mta.events) counted once per event id: opens, clicks
+# Rejected confirmations (the deliveries topic) counted once per event id. Their ids are chosen by other
+# producers than MTA events', so an equal id is a different event: sharing COUNTED's keys lost one count.
+REJECTED = b"r\x00"
 WATERMARK = b"w"
+# The value of a REJECTED key; also of a COUNTED key written before rejections had keys of their own.
+REJECTION = REJECTED_CONFIRMATION.encode()
 _SEP = b"\x00"
 
 
@@ -33,12 +39,17 @@ def counted_key(delivery_id: str, event_id: str) -> bytes:
     return b"".join((COUNTED, delivery_id.encode(), _SEP, event_id.encode()))
 
 
-def counted_prefix(delivery_id: str) -> bytes:
-    return b"".join((COUNTED, delivery_id.encode(), _SEP))
+def rejected_key(delivery_id: str, event_id: str) -> bytes:
+    return b"".join((REJECTED, delivery_id.encode(), _SEP, event_id.encode()))
+
+
+def counted_prefixes(delivery_id: str) -> tuple[bytes, bytes]:
+    """The prefixes of every event of the delivery counted once: engagements, then rejections."""
+    return b"".join((COUNTED, delivery_id.encode(), _SEP)), b"".join((REJECTED, delivery_id.encode(), _SEP))
 
 
 def split_key(key: bytes) -> tuple[bytes, str, str]:
-    """(kind prefix, delivery_id, rest) of a message or counted-event key."""
+    """(kind prefix, delivery_id, rest) of a message, counted-event or rejection key."""
     delivery_id, _, rest = key[2:].partition(_SEP)
     return key[:2], delivery_id.decode(), rest.decode()
 
@@ -87,6 +98,6 @@ def delivery_of(key: bytes) -> str | None:
     """The delivery a state key belongs to; None for partition-wide keys."""
     if key.startswith(DELIVERY):
         return key[2:].decode()
-    if key.startswith((MESSAGE, COUNTED)):
+    if key.startswith((MESSAGE, COUNTED, REJECTED)):
         return key[2:].partition(_SEP)[0].decode()
     return None

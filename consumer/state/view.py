@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from consumer.core.delivery import DeliveryState
+from consumer.core.processor import REJECTED_CONFIRMATION
 from consumer.core.status import MessageState
 from consumer.state import records
 from consumer.state.store import PartitionStore
@@ -76,19 +77,33 @@ class StateView:
         self._deliveries[records.delivery_key(delivery.delivery_id)] = delivery
 
     def count_once(self, delivery_id: str, event_id: str, kind: str) -> bool:
-        key = records.counted_key(delivery_id, event_id)
-        if key in self._counted or self._store.get(key) is not None:
-            return False
+        # Rejections and engagements have ids from different topics' producers: each kind its own keys.
+        legacy = records.counted_key(delivery_id, event_id)  # engagements' key; rejections' one before
+        if kind == REJECTED_CONFIRMATION:
+            key = records.rejected_key(delivery_id, event_id)
+            if key in self._counted or self._store.get(key) is not None or self._store.get(legacy) == records.REJECTION:
+                return False
+        else:
+            key = legacy
+            if key in self._counted:
+                return False
+            stored = self._store.get(key)
+            if stored == records.REJECTION:  # a rejection of the old layout holds the key: move it to its own
+                self._counted[records.rejected_key(delivery_id, event_id)] = stored
+            elif stored is not None:
+                return False
         self._counted[key] = kind.encode()
         return True
 
     def counted(self, delivery_id: str) -> Iterator[str]:
-        prefix = records.counted_prefix(delivery_id)
-        for _, value in self._store.scan(prefix):
-            yield value.decode()
-        for key, value in self._counted.items():
-            if key.startswith(prefix):
-                yield value.decode()
+        staged = self._counted
+        for prefix in records.counted_prefixes(delivery_id):
+            for key, value in self._store.scan(prefix):
+                if key not in staged:  # a staged value replaces the stored one (a moved rejection)
+                    yield value.decode()
+            for key, value in staged.items():
+                if key.startswith(prefix):
+                    yield value.decode()
 
     def watermark(self) -> int:
         value = self._store.get(records.WATERMARK)

@@ -276,6 +276,10 @@ def test_changelog_values_by_kind_including_tombstones():
     assert plain == {"facts": ["RELAYED", "DELIVERED"], "changes": 1, "hard": None, "soft": None, "exhausted": None}
     counted = changelog_decoder(Record(records.counted_key("d", "e-1"), b"OPEN"))
     assert (counted.schema, counted.value["event_id"], counted.value["state"]) == ("counted", "e-1", "OPEN")
+    rejected = changelog_decoder(Record(records.rejected_key("d", "e-1"), b"REJECTED_CONFIRMATION"))
+    assert (rejected.schema, rejected.value["delivery_id"], rejected.value["event_id"]) == ("counted", "d", "e-1")
+    assert rejected.value["state"] == "REJECTED_CONFIRMATION"
+    assert records.delivery_of(records.rejected_key("d", "e-1")) == "d"  # `tail --key d` shows it
     assert changelog_decoder(Record(records.WATERMARK, b"1767225600000")).value["state"] == 1767225600000
     unknown = changelog_decoder(Record(b"zz", b"x"))
     assert unknown.error == "ValueError: not a state key: zz" and unknown.raw == b"x"

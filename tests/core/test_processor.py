@@ -85,6 +85,23 @@ def test_confirmation_without_the_role_is_rejected_and_reported():
     assert (out.anomalies, out.kpis[0]["state"], out.kpis[0]["processed"]) == (0, "SENDING", 2)
 
 
+def test_a_rejected_confirmation_and_an_engagement_sharing_an_event_id_both_count():
+    # The deliveries topic's producers and mta.events' choose ids independently: an equal id is no redelivery.
+    def refused(event_id: str) -> dict:
+        return delivery_event("d", "CONFIRMED", at=10, actor="intern", actor_roles=[], event_id=event_id)
+
+    p = processor()
+    p.apply([prepared("d", efs=False), mta("d", "m", "RELAYED"), mta("d", "m", "OPEN", event_id="x"), refused("x")])
+    p.take_output()
+    p._state.store.write(p._state.stage(), {})  # x is read back from the store below, y from staged changes
+    p.apply([refused("y"), mta("d", "m", "CLICK", event_id="y")])
+    p.apply([mta("d", "m", "OPEN", event_id="x"), refused("x"), refused("y"), mta("d", "m", "CLICK", event_id="y")])
+    kpi = p.take_output().kpis[-1]
+    assert (kpi["opens_total"], kpi["clicks_total"], kpi["confirmations_rejected"]) == (1, 1, 2)
+    assert p.recompute("d") == p.delivery("d").counters
+    assert p.compute_stats("d", publish=False) is True
+
+
 def test_mta_events_before_prepared_are_applied_and_reevaluated_when_efs_is_known():
     p = processor(efs_default=False)
     p.apply([mta("d", "m1", "RELAYED"), mta("d", "m2", "RELAYED"), mta("d", "m2", "DELIVERED")])

@@ -145,3 +145,22 @@ def test_sending_logs_replay_to_the_final_statuses(events, batches):
             statuses.count("FAILED"),
             statuses.count("PENDING"),
         )
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), st.data(), batchings)
+def test_confirmation_ids_equal_to_engagement_ids_change_nothing(events, data, batches):
+    # Confirmations and MTA events come from different topics whose producers choose ids independently:
+    # a confirmation may carry an open's or a click's id, and neither may hide the other.
+    renamed = [dict(event) for event in events]
+    for delivery_id in DELIVERIES:
+        engagements = [
+            e["event_id"] for e in events if e["delivery_id"] == delivery_id and e["type"] in ("OPEN", "CLICK")
+        ]
+        confirmations = [
+            e for e in renamed if "message_id" not in e and e["delivery_id"] == delivery_id and e["type"] == "CONFIRMED"
+        ]
+        ids = data.draw(st.permutations(engagements))  # distinct: confirmations must keep distinct ids
+        for confirmation, event_id in zip(confirmations, ids, strict=False):
+            confirmation["event_id"] = event_id
+    assert run(renamed, batches)[0] == run(events, batches)[0]

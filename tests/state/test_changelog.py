@@ -8,7 +8,7 @@ from consumer.state import records
 from consumer.state.changelog import CHANGELOG_OFFSET, apply_changelog, join_messages
 from consumer.state.memory import MemoryStore
 from consumer.state.view import StateView
-from tests.core.builders import mta, prepared
+from tests.core.builders import delivery_event, mta, prepared
 
 
 def checkpointed_changelog(events_batches: list[list[dict]]) -> list[tuple[bytes, bytes | None, int]]:
@@ -61,3 +61,18 @@ def test_replaying_twice_or_with_a_zombie_transaction_restores_the_same_state():
         assert (counters.sent, counters.failed, counters.pending) == (2, 0, 0)
         assert processor.recompute("d") == counters
     assert records.decode_message(messy.get(records.message_key("d", "m2"))).facts & 2  # DELIVERED was merged in
+
+
+def test_a_rejected_confirmation_and_an_open_sharing_an_event_id_are_both_restored():
+    refused = delivery_event("d", "CONFIRMED", at=10, actor="intern", actor_roles=[], event_id="x")
+    opened = mta("d", "m", "OPEN", event_id="x")
+    log = checkpointed_changelog([[prepared("d", efs=False), mta("d", "m", "RELAYED"), opened], [refused]])
+    store, touched = MemoryStore(), set()
+    apply_changelog(store, log, touched)
+    assert touched == {"d"}
+    processor = PartitionProcessor(StateView(store))
+    assert processor.compute_stats("d", publish=False) is True  # the recount from the records finds both
+    counters = processor.delivery("d").counters
+    assert (counters.opens_total, counters.confirmations_rejected) == (1, 1)
+    processor.apply([opened, refused])  # redelivered after the restore: counted already
+    assert processor.delivery("d").counters == counters

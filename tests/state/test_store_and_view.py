@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from consumer.core.delivery import DeliveryState
+from consumer.core.processor import REJECTED_CONFIRMATION
 from consumer.core.status import Bounce, MessageState
 from consumer.state import records
 from consumer.state.memory import MemoryStore
@@ -47,6 +48,29 @@ def test_view_stages_each_change_once_and_reads_its_own_writes():
     fresh.put_message("d", "m2", MessageState(1, 1))
     assert sorted(mid for mid, _ in fresh.messages("d")) == ["m1", "m2"]
     assert list(fresh.counted("d")) == ["OPEN"]
+
+
+def test_rejections_and_engagements_are_counted_in_separate_key_spaces():
+    view = StateView(MemoryStore())
+    assert view.count_once("d", "x", "OPEN") and view.count_once("d", "x", REJECTED_CONFIRMATION)
+    assert not view.count_once("d", "x", "CLICK") and not view.count_once("d", "x", REJECTED_CONFIRMATION)
+    assert view.stage() == {
+        records.counted_key("d", "x"): b"OPEN",
+        records.rejected_key("d", "x"): b"REJECTED_CONFIRMATION",
+    }
+
+
+def test_a_rejection_stored_before_the_key_spaces_were_split_still_counts_once():
+    store = MemoryStore()
+    store.write({records.counted_key("d", "x"): b"REJECTED_CONFIRMATION"}, {})  # the old layout
+    view = StateView(store)
+    assert not view.count_once("d", "x", REJECTED_CONFIRMATION)  # a redelivery
+    assert view.count_once("d", "x", "OPEN")  # moves the rejection to its own key
+    assert sorted(view.counted("d")) == ["OPEN", "REJECTED_CONFIRMATION"]
+    store.write(view.stage(), {})
+    fresh = StateView(store)
+    assert sorted(fresh.counted("d")) == ["OPEN", "REJECTED_CONFIRMATION"]
+    assert not fresh.count_once("d", "x", REJECTED_CONFIRMATION) and not fresh.count_once("d", "x", "OPEN")
 
 
 def test_an_idle_partition_stages_nothing():
