@@ -187,7 +187,7 @@ def wait_ready(ports: list[int], partitions: int, timeout_s: float = 90.0) -> No
     while time.monotonic() < deadline:
         answers = [_get(port, "/metrics") for port in ports]
         ready = all(_get(port, "/readyz")[0] == 200 for port in ports)
-        owned = sum(_metric(text, "sendtrack_assigned_partitions") for _, text in answers)
+        owned = sum(_metric(text, 'sendtrack_assigned_partitions{stage="delivery"}') for _, text in answers)
         stable = stable + 1 if ready and owned == partitions else 0
         if stable >= 2:
             return

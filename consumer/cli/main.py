@@ -14,6 +14,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     for name, module, add_flags, help_text in (
         ("run", run, run.add_run_flags, "run the service"),
+        ("ingest", run, run.add_ingest_flags, "turn an MTA's own records into mta.events (an ingest stage)"),
         ("demo", demo, demo.add_flags, "a synthetic send through the whole pipeline, with a live KPI view"),
         ("broker", broker, broker.add_flags, "an embedded Kafka-protocol broker for development"),
         ("produce", produce, produce.add_flags, "send JSON-lines events, Avro-encoded"),

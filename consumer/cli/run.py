@@ -1,4 +1,5 @@
-"""`sendtrack run`: the service."""
+"""`sendtrack run`: the service (the delivery stage, and ingest stages if configured); `sendtrack ingest`: an
+ingest stage on its own."""
 
 from __future__ import annotations
 
@@ -13,16 +14,36 @@ from confluent_kafka import KafkaException
 
 from consumer.cli import deployment_view
 from consumer.cli.options import add, add_bootstrap
-from consumer.kafka.config import security_from_env, security_settings
+from consumer.ingest.formats import FORMATS
+from consumer.ingest.stage import ingest_stages
+from consumer.kafka.config import PARTITIONERS, security_from_env, security_settings
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
+from consumer.ops.metrics import Metrics
 from consumer.service.app import Service
 from consumer.service.errors import CANNOT_START, INTERNAL_ERROR, KAFKA_FATAL, ServiceError
-from consumer.service.settings import AT_LEAST_ONCE, EXACTLY_ONCE, Settings
+from consumer.service.settings import AT_LEAST_ONCE, EXACTLY_ONCE, IngestSource, Settings
 from consumer.web.auth import WebConfigError
 
 
 def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = True) -> None:
+    add_service_flags(parser, bootstrap_required)
+    add(
+        parser,
+        "--ingest",
+        default="",
+        metavar="FORMAT:TOPIC[,...]",
+        help=f"also run an ingest stage per source ({', '.join(FORMATS)}), each in its own consumer group",
+    )
+
+
+def add_ingest_flags(parser: argparse.ArgumentParser) -> None:
+    add_service_flags(parser)
+    add(parser, "--format", required=True, choices=FORMATS, help="the MTA's record format")
+    add(parser, "--source-topic", required=True, help="the topic the MTA publishes its records to")
+
+
+def add_service_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = True) -> None:
     add_bootstrap(parser, required=bootstrap_required)
     add(parser, "--group-id", default="sendtrack", help="consumer group (instances of one service share it)")
     add(parser, "--instance-id", default=None, help="stable id of this instance (default: host name)")
@@ -52,6 +73,16 @@ def add_run_flags(parser: argparse.ArgumentParser, bootstrap_required: bool = Tr
     add(parser, "--web-peers", default="", help="comma-separated URLs of the other instances' HTTP servers")
     for topic in fields(Topics):
         add(parser, f"--topic-{topic.name.replace('_', '-')}", default=topic.default, help="topic name")
+    add(parser, "--delivery-id-key", default="delivery_id", help="ingest: the key holding the delivery id")
+    add(parser, "--message-id-key", default="message_id", help="ingest: the key holding the message id")
+    add(parser, "--bounce-rules", default="", help="ingest: comma-separated rule files, matched before the packaged")
+    add(
+        parser,
+        "--partitioner",
+        choices=PARTITIONERS,
+        default="consistent_random",
+        help="ingest: librdkafka partitioner of mta.events; must match the producers of deliveries",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -79,8 +110,27 @@ def settings_from(args: argparse.Namespace) -> Settings:
         partitions=args.partitions,
         security=security,
         topics=Topics(**{topic.name: getattr(args, f"topic_{topic.name}") for topic in fields(Topics)}),
+        delivery_stage=args.command != "ingest",
+        ingest=_ingest_sources(args),
+        delivery_id_key=args.delivery_id_key,
+        message_id_key=args.message_id_key,
+        bounce_rules=tuple(Path(path) for path in args.bounce_rules.split(",") if path),
+        partitioner=args.partitioner,
         **extra,
     )
+
+
+def _ingest_sources(args: argparse.Namespace) -> tuple[IngestSource, ...]:
+    if args.command == "ingest":
+        return (IngestSource(args.format, args.source_topic),)
+    sources = []
+    for item in (part.strip() for part in args.ingest.split(",")):
+        fmt, colon, topic = item.partition(":")
+        if item and not (colon and fmt and topic):
+            raise ValueError(f"--ingest takes FORMAT:TOPIC, not {item!r}")
+        if item:
+            sources.append(IngestSource(fmt, topic))
+    return tuple(sources)
 
 
 def argv(settings: Settings) -> list[str]:
@@ -130,6 +180,16 @@ def argv(settings: Settings) -> list[str]:
         line += [f"--topic-{topic.name.replace('_', '-')}", getattr(settings.topics, topic.name)]
     for name, value in settings.security.items():
         line += ["--kafka", f"{name}={value}"]
+    line += ["--delivery-id-key", settings.delivery_id_key, "--message-id-key", settings.message_id_key]
+    line += ["--partitioner", settings.partitioner]
+    if settings.bounce_rules:
+        line += ["--bounce-rules", ",".join(str(path) for path in settings.bounce_rules)]
+    if not settings.delivery_stage:
+        (source,) = settings.ingest  # `sendtrack ingest` runs one stage
+        line[line.index("run")] = "ingest"
+        return [*line, "--format", source.format, "--source-topic", source.topic]
+    if settings.ingest:
+        line += ["--ingest", ",".join(f"{source.format}:{source.topic}" for source in settings.ingest)]
     return line
 
 
@@ -140,9 +200,10 @@ def command(args: argparse.Namespace) -> int:
     stop_view: Callable[[], None] | None = None
     try:
         settings = settings_from(args)
-        service = Service(settings)
+        metrics = Metrics()
+        service = Service(settings, metrics=metrics, stages=ingest_stages(settings, metrics))
         service.take_signals()  # before the view starts threads of its own
-        if settings.http_port is not None:
+        if settings.http_port is not None and settings.delivery_stage:
             stop_view = deployment_view.attach(service)
         return service.run()
     except (ValueError, WebConfigError) as exc:  # flags, or the web config file

@@ -9,6 +9,8 @@ from typing import Any
 KAFKA_LOGGER = logging.getLogger("sendtrack.kafka")  # librdkafka's own log lines
 SECURITY_PREFIXES = ("security.protocol", "sasl.", "ssl.")
 _SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
+# librdkafka's key partitioners (a producer's `partitioner`); Java clients' default hashes like murmur2_random.
+PARTITIONERS = ("consistent_random", "consistent", "murmur2_random", "murmur2", "fnv1a_random", "fnv1a")
 
 
 def security_settings(pairs: Mapping[str, str]) -> dict[str, str]:
@@ -57,9 +59,12 @@ def consumer_config(base: Mapping[str, Any], group_id: str, session_timeout_ms: 
     }
 
 
-def producer_config(base: Mapping[str, Any], transactional_id: str | None) -> dict[str, Any]:
+def producer_config(
+    base: Mapping[str, Any], transactional_id: str | None, partitioner: str = "consistent_random"
+) -> dict[str, Any]:
     config = {
         **base,
+        "partitioner": partitioner,  # for records produced without a partition (ingest's, by delivery_id)
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 Headers = list[tuple[str, bytes]]
+ANY_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner picks from the key
 
 
 def produce_waiting(
@@ -29,12 +31,24 @@ class DeliveryFailed(KafkaException):
 class OutputProducer:
     def __init__(self, config: dict[str, Any], init_timeout: float = 30.0) -> None:
         self.transactional = "transactional.id" in config
-        self._producer = Producer(config)
+        self._config = config
+        self._init_timeout = init_timeout
+        self._start()
+
+    def _start(self) -> None:
         self._in_transaction = False
         self._failures: list[KafkaError] = []
+        self._producer = Producer(self._config)
         if self.transactional:
             # Fences an earlier producer with our transactional.id and settles its open transaction.
-            self._producer.init_transactions(init_timeout)
+            self._producer.init_transactions(self._init_timeout)
+
+    def renew(self) -> None:
+        """Replace a client in a fatal state with a new one, which fences it and aborts its transaction.
+        Whoever holds this object keeps producing through it. On failure, calling again retries."""
+        with contextlib.suppress(Exception):
+            self._producer.flush(0)
+        self._start()
 
     def produce(
         self,

@@ -34,6 +34,7 @@ class Metrics:
         self.batch_seconds = Histogram(
             "sendtrack_batch_processing_seconds",
             "Decode and apply time per consumed batch",
+            ["stage"],
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
@@ -49,13 +50,14 @@ class Metrics:
         self.checkpoint_seconds = Histogram(
             "sendtrack_checkpoint_seconds",
             "Produce, commit and persist time per checkpoint",
+            ["stage"],
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.checkpoint_failures = Counter(
-            "sendtrack_checkpoint_failures", "Checkpoints that failed and were rewound", ["kind"], registry=r
+            "sendtrack_checkpoint_failures", "Checkpoints that failed and were rewound", ["stage", "kind"], registry=r
         )
-        self.rebalances = Counter("sendtrack_rebalances", "Partition assignment changes", ["kind"], registry=r)
+        self.rebalances = Counter("sendtrack_rebalances", "Partition assignment changes", ["stage", "kind"], registry=r)
         self.restore_records = Counter("sendtrack_state_restore_records", "Changelog records restored", registry=r)
         self.restore_seconds = Histogram(
             "sendtrack_state_restore_seconds",
@@ -67,4 +69,16 @@ class Metrics:
         self.sending_logs_published = Counter(
             "sendtrack_sending_log_records_published", "SendingLog records published", registry=r
         )
-        self.assigned_partitions = Gauge("sendtrack_assigned_partitions", "Partitions owned", registry=r)
+        self.assigned_partitions = Gauge("sendtrack_assigned_partitions", "Partitions owned", ["stage"], registry=r)
+        self.ingest_records = Counter(
+            "sendtrack_ingest_records",
+            "MTA source records by format and outcome (mapped, no_event, dead_lettered), counted when committed",
+            ["format", "outcome"],
+            registry=r,
+        )
+        self.ingest_events = Counter(
+            "sendtrack_ingest_events",
+            "Contract events produced from MTA source records, by format and type, counted when committed",
+            ["format", "type"],
+            registry=r,
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from confluent_kafka import Message
 
@@ -24,22 +24,8 @@ from consumer.kafka.topics import Topics
 from consumer.ops.metrics import Metrics
 from consumer.service.dead_letters import DeadLetters
 from consumer.service.partition import PartitionRuntime
+from consumer.service.stage import Coordinates, PoisonRecord
 from consumer.state.store import StoreError
-
-
-class Coordinates(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-
-
-class PoisonRecord(Exception):
-    """Processing this well-formed record raised. The caller rewinds (the partition's uncommitted state
-    may be half-changed) and dead-letters the record when it comes round again."""
-
-    def __init__(self, where: Coordinates) -> None:
-        super().__init__(f"processing {where.topic}[{where.partition}]@{where.offset} failed")
-        self.where = where
 
 
 @dataclass
@@ -58,6 +44,7 @@ class Intake:
         log: Any,
         max_skew_ms: int,
         after_apply: Callable[[PartitionRuntime], None],
+        poison: set[Coordinates],
     ) -> None:
         self._control = topics.control
         self._codecs = {
@@ -69,7 +56,7 @@ class Intake:
         self._log = log
         self._max_skew_ms = max_skew_ms
         self._after_apply = after_apply
-        self.poison: set[Coordinates] = set()  # records to dead-letter instead of applying
+        self.poison = poison  # records to dead-letter instead of applying
 
     def process(self, messages: Iterable[Message], runtimes: dict[int, PartitionRuntime], now_s: float) -> None:
         """Apply or dead-letter every record of a poll; raises PoisonRecord (see there)."""

@@ -1,4 +1,4 @@
-"""One owned partition: its store, the core processor over it, and where its inputs stand."""
+"""A delivery-stage partition: its store, the core processor over it, and where its inputs stand."""
 
 from __future__ import annotations
 
@@ -11,26 +11,26 @@ from typing import IO
 
 from consumer.core.processor import PartitionProcessor
 from consumer.service.errors import StateFailed
+from consumer.service.stage import PartitionWork
 from consumer.state.memory import MemoryStore
 from consumer.state.rocksdb import RocksDBStore
 from consumer.state.store import PartitionStore, StoreError
 from consumer.state.view import StateView
 
 
-class PartitionRuntime:
+class PartitionRuntime(PartitionWork):
+    """A delivery-stage partition: its store and the core processor over it."""
+
     def __init__(self, partition: int, store: PartitionStore, efs_default: bool) -> None:
-        self.partition = partition
         self.store = store
         self._efs_default = efs_default
-        # input topic -> next offset, as last committed to the group: where a rewind goes back to.
-        self.committed: dict[str, int] = {}
-        self.reset()
+        super().__init__(partition)
 
     def reset(self) -> None:
         """Forget everything since the last checkpoint: the store holds the committed truth."""
+        super().reset()
         self.view = StateView(self.store)
         self.processor = PartitionProcessor(self.view, self._efs_default)
-        self.consumed: dict[str, int] = {}  # input topic -> next offset, applied since the last checkpoint
 
 
 class StoreFactory:

@@ -13,6 +13,14 @@ AT_LEAST_ONCE = "at-least-once"
 
 
 @dataclass(frozen=True)
+class IngestSource:
+    """An ingest stage: the MTA's records in `format` on `topic` become contract events on mta.events."""
+
+    format: str
+    topic: str
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str
     group_id: str = "sendtrack"
@@ -37,9 +45,15 @@ class Settings:
     partitions: int = 8
     topics: Topics = field(default_factory=Topics)
     security: dict[str, str] = field(default_factory=dict)
+    delivery_stage: bool = True  # events -> statuses and KPIs; `sendtrack ingest` runs only ingest stages
+    ingest: tuple[IngestSource, ...] = ()  # one stage (and consumer group) per source format
+    delivery_id_key: str = "delivery_id"  # where the platform's ids are in an MTA's records (meta, tags, args)
+    message_id_key: str = "message_id"
+    bounce_rules: tuple[Path, ...] = ()  # the user's classifier rule files, matched before the packaged rules
+    # How ingest picks the mta.events partition of a delivery_id: it must match the producers of `deliveries`
+    # (librdkafka's default is consistent_random, CRC32; Java clients hash with murmur2: murmur2_random).
+    partitioner: str = "consistent_random"
 
     @property
-    def transactional_id(self) -> str | None:
-        if self.processing_guarantee != EXACTLY_ONCE:
-            return None
-        return f"{self.group_id}-{self.instance_id}"
+    def transactional(self) -> bool:
+        return self.processing_guarantee == EXACTLY_ONCE

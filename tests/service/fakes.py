@@ -92,6 +92,9 @@ class FakeProducer:
     def abort_transaction(self, _timeout: float) -> None:
         self.open, self._callbacks = [], []
 
+    def renew(self) -> None:
+        self.abort_transaction(0)
+
     def poll(self) -> None:
         return None
 
@@ -117,7 +120,7 @@ class FakeConsumer:
 
 
 class LoopDriver:
-    """A Service over fake clients that owns `partitions` memory-backed partitions."""
+    """A Service's delivery stage over fake clients, owning `partitions` memory-backed partitions."""
 
     def __init__(self, partitions: int = 2, topics: Topics | None = None, **settings: Any) -> None:
         self.topics = topics or Topics()
@@ -125,20 +128,24 @@ class LoopDriver:
             bootstrap_servers="unused:9092", state_dir=Path("unused"), topics=self.topics, **settings
         )
         self.service = Service(self.settings, clock=lambda: NOW_S)
+        self.runner = self.service.runners[0]
+        self.stage = self.service.delivery
+        assert self.stage is not None
         self.producer, self.consumer = FakeProducer(), FakeConsumer()
-        self.service.attach(self.producer, self.consumer, FakeConsumer())
+        self.stage.use_reader(FakeConsumer())
+        self.runner.attach(self.producer, self.consumer)  # type: ignore[arg-type]
         for p in range(partitions):
-            self.service._runtimes[p] = PartitionRuntime(p, MemoryStore(), False)
+            self.runner.works[p] = self.stage.runtimes[p] = PartitionRuntime(p, MemoryStore(), False)
         self._offsets: dict[tuple[str, int], itertools.count] = defaultdict(itertools.count)
 
     def message(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> FakeMessage:
         return FakeMessage(topic, partition, next(self._offsets[topic, partition]), key, value)
 
     def poll(self, messages: list[FakeMessage]) -> None:
-        self.service._process(messages)
+        self.runner.process(messages)  # type: ignore[arg-type]
 
     def checkpoint(self) -> None:
-        self.service._checkpoint()
+        self.runner.checkpoint()
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         latest: dict[tuple[str, int], int] = {}

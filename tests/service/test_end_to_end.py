@@ -73,7 +73,7 @@ def test_sample_send_through_the_cli(kafka, tmp_path):
         assert "sendtrack_compute_stats_mismatches_total" not in metrics.replace(
             "# HELP sendtrack_compute_stats_mismatches_total", ""
         ).replace("# TYPE sendtrack_compute_stats_mismatches_total", "")
-        assert "sendtrack_assigned_partitions 4.0" in metrics
+        assert 'sendtrack_assigned_partitions{stage="delivery"} 4.0' in metrics
 
         started = time.monotonic()
         assert stop(service) == 0

@@ -74,8 +74,8 @@ def lag(driver: LoopDriver, topic: str, partition: int) -> float:
 def test_lag_is_the_end_minus_what_this_instance_processed_not_librdkafkas_committed_view():
     driver = LoopDriver(partitions=3)
     topic = driver.topics.mta_events
-    driver.service._runtimes[1].committed[topic] = 40  # committed in a transaction: librdkafka's lag ignores it
-    driver.service._on_stats(
+    driver.stage.runtimes[1].committed[topic] = 40  # committed in a transaction: librdkafka's lag ignores it
+    driver.runner.on_stats(
         stats(
             topic,
             {
@@ -90,12 +90,12 @@ def test_lag_is_the_end_minus_what_this_instance_processed_not_librdkafkas_commi
     )
     assert (lag(driver, topic, 0), lag(driver, topic, 1), lag(driver, topic, 2)) == (30, 60, 15)
     # Records behind an open upstream transaction are lag: the log end counts, not the last stable offset.
-    driver.service._on_stats(stats(topic, {0: {"hi_offset": 101, "ls_offset": 100, "app_offset": 100}}))
+    driver.runner.on_stats(stats(topic, {0: {"hi_offset": 101, "ls_offset": 100, "app_offset": 100}}))
     assert lag(driver, topic, 0) == 1
 
 
 def test_broker_state_in_the_statistics_clears_a_kafka_trouble():
     driver = LoopDriver()
     driver.service.health.trouble("kafka", "all brokers are down")
-    driver.service._on_stats(stats(driver.topics.deliveries, {}))
+    driver.runner.on_stats(stats(driver.topics.deliveries, {}))
     assert not driver.service.health.has("kafka")

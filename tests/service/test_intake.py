@@ -49,7 +49,7 @@ def test_a_record_without_a_key_is_a_dead_letter_not_a_second_copy_of_the_delive
     driver.poll([prepare(driver, "d"), driver.message(driver.topics.mta_events, 1, None, MTA.encode(event))])
     driver.checkpoint()
     assert [letter["sendtrack.error.code"] for letter in driver.dead_letters()] == ["missing_key"]
-    assert driver.service._runtimes[1].processor.delivery_ids() == []
+    assert driver.stage.runtimes[1].processor.delivery_ids() == []
     assert driver.kpis()["d"]["processed"] == 0
 
 
@@ -67,7 +67,7 @@ def test_an_event_within_the_allowed_skew_is_applied_but_does_not_move_time():
     driver.poll([prepare(driver, "d"), relayed(driver, "d", "m", at=NOW_MS + 500_000)])
     driver.checkpoint()
     assert driver.dead_letters() == []
-    assert driver.service._runtimes[0].processor._watermark <= NOW_MS
+    assert driver.stage.runtimes[0].processor._watermark <= NOW_MS
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_offsets_never_pass_an_event_that_was_not_applied(monkeypatch):
     monkeypatch.setattr(PartitionProcessor, "advance_clock", lambda *_: (_ for _ in ()).throw(RuntimeError("bug")))
     with pytest.raises(RuntimeError):  # not tied to one event: the run ends (exit 1, restart, restore)
         driver.poll([relayed(driver, "d", "m")])
-    driver.service._failed = True  # as run() marks it
+    driver.runner.failed = True  # as run() marks it
     driver.service._shutdown()
     assert driver.committed_offsets() == {}
     assert driver.producer.committed == []

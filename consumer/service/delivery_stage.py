@@ -1,0 +1,249 @@
+"""The delivery stage: deliveries, MTA events and control commands -> message statuses, KPIs and sending logs,
+with partitioned state restored from the changelog. Its checkpoint output is one complete KPI snapshot per
+changed delivery and the changelog of the state changes; the state is written after the commit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka.admin import AdminClient
+
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import DELIVERY_KPI, SENDING_LOG
+from consumer.core.delivery import DeliveryState
+from consumer.core.events import DELIVERY_EVENT_TYPES
+from consumer.core.processor import Output, kpi_record
+from consumer.core.status import MessageState
+from consumer.kafka import admin as topic_admin
+from consumer.kafka import config as kafka_config
+from consumer.kafka.producer import OutputProducer
+from consumer.ops.metrics import Metrics
+from consumer.service.dead_letters import DeadLetters
+from consumer.service.errors import StartupError, StateFailed
+from consumer.service.intake import Intake
+from consumer.service.partition import PartitionRuntime, StoreFactory
+from consumer.service.recovery import ChangelogMismatch, RestoreResult, restore
+from consumer.service.settings import Settings
+from consumer.service.stage import Beat, Coordinates, PartitionWork
+from consumer.state import records
+from consumer.state.changelog import CHANGELOG_OFFSET
+from consumer.state.store import PartitionStore, StoreError
+
+
+class _NextOffset:
+    """Learns, from the last changelog record's delivery report, where the changelog continues."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def __call__(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:  # the producer records failures itself
+            self.value = message.offset() + 1
+
+
+@dataclass
+class _Staged:
+    changes: dict[bytes, bytes | None]
+    next_changelog: _NextOffset
+    output: Output
+
+
+class DeliveryStage:
+    name = "delivery"
+
+    def __init__(self, settings: Settings, metrics: Metrics, log: Any) -> None:
+        self._settings = settings
+        self._topics = settings.topics
+        self.group_id = settings.group_id
+        self.inputs: tuple[str, ...] = settings.topics.inputs
+        self.poison: set[Coordinates] = set()
+        self._metrics = metrics
+        self._log = log.bind(stage=self.name)
+        self._stores = StoreFactory(settings.store, settings.state_dir, settings.group_id)
+        self._kpi_codec = AvroCodec.named(DELIVERY_KPI)
+        self._log_codec = AvroCodec.named(SENDING_LOG)
+        self._reader: Consumer | None = None
+        self.runtimes: dict[int, PartitionRuntime] = {}  # the runner's, seen from HTTP threads
+        self.kpis: dict[str, dict[str, Any]] = {}  # last published KPI per owned delivery, for HTTP
+        self._lock = threading.Lock()  # HTTP threads read `runtimes` while rebalances change it
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self._stores.prepare()
+
+    def start(self, base_config: dict[str, Any]) -> None:
+        try:
+            topic_admin.check_copartitioned(AdminClient(base_config), self._topics)
+        except topic_admin.TopicLayoutError as exc:
+            raise StartupError(str(exc)) from None
+        group = f"{self.group_id}.restore"
+        self.use_reader(Consumer(kafka_config.reader_config(base_config, group, reset="error")))
+
+    def use_reader(self, reader: Consumer) -> None:
+        """The consumer that reads the changelog on restore (start() makes a real one; tests may pass fakes)."""
+        self._reader = reader
+
+    def attach(self, producer: OutputProducer, dead_letters: DeadLetters) -> None:
+        self._producer = producer
+        self._intake = Intake(
+            self._topics,
+            dead_letters,
+            self._metrics,
+            self._log,
+            int(self._settings.max_clock_skew_s * 1000),
+            self._produce_sending_logs,
+            self.poison,
+        )
+
+    def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    # -- partitions --------------------------------------------------------------------------------------------
+    def open(self, partitions: Sequence[int], beat: Beat) -> dict[int, PartitionWork]:
+        """Open the stores, bring them up to the changelog's end, and repair what the replay touched."""
+        assert self._reader is not None, "start() or use_reader() comes first"
+        stores = {partition: self._stores.open(partition) for partition in partitions}
+        while True:
+            try:
+                results = restore(stores, self._reader, self._topics.changelog, beat)
+                break
+            except ChangelogMismatch as exc:
+                self._log.warning("state_discarded", partition=exc.partition, reason=str(exc))
+                stores[exc.partition] = self._stores.discard(exc.partition, stores[exc.partition])
+            except StoreError as exc:
+                raise StateFailed(str(exc)) from None
+        opened = {p: self._runtime_after_restore(p, stores[p], results[p]) for p in partitions}
+        with self._lock:
+            self.runtimes.update(opened)
+        return dict(opened)
+
+    def _runtime_after_restore(self, partition: int, store: PartitionStore, result: RestoreResult) -> PartitionRuntime:
+        self._metrics.restore_records.inc(result.records)
+        self._metrics.restore_seconds.observe(result.seconds)
+        runtime = PartitionRuntime(partition, store, self._settings.efs_default)
+        for delivery_id in sorted(result.touched):  # replayed records are made consistent by a recompute
+            if runtime.processor.compute_stats(delivery_id, publish=False) is False:
+                self._metrics.stats_mismatches.labels("restore").inc()
+                self._log.warning("restore_repaired_counters", delivery_id=delivery_id, partition=partition)
+        for delivery_id in runtime.processor.delivery_ids():
+            self.kpis[delivery_id] = kpi_record(runtime.processor.delivery(delivery_id))
+        self._log.info("restored", partition=partition, records=result.records, seconds=round(result.seconds, 3))
+        return runtime
+
+    def close(self, work: PartitionWork) -> None:
+        assert isinstance(work, PartitionRuntime)
+        with self._lock:
+            self.runtimes.pop(work.partition, None)
+        for delivery_id in work.processor.delivery_ids():
+            self.kpis.pop(delivery_id, None)
+        self._stores.release(work.store)
+
+    # -- processing and checkpoint ------------------------------------------------------------------------------
+    def process(self, messages: Sequence[Message], works: dict[int, PartitionWork], now_s: float) -> None:
+        self._intake.process(messages, works, now_s)  # type: ignore[arg-type]  # our works are PartitionRuntimes
+
+    def _produce_sending_logs(self, runtime: PartitionRuntime) -> None:
+        """Send the status changes as they happen, into the open transaction: the checkpoint then only has
+        the KPIs and the changelog left to produce, which keeps it, and the event-to-KPI latency, short."""
+        logs = runtime.processor.take_sending_logs()
+        produce, encode, topic = self._producer.produce, self._log_codec.encode, self._topics.sending_logs
+        for log in logs:
+            produce(topic, encode(log), log["delivery_id"].encode(), runtime.partition)
+        self._metrics.sending_logs_published.inc(len(logs))
+
+    def stage_checkpoint(self, work: PartitionWork, now_ms: int | None) -> _Staged | None:
+        assert isinstance(work, PartitionRuntime)
+        if now_ms is not None:
+            work.processor.advance_clock(now_ms)
+        out = work.processor.take_output()
+        changes = work.view.stage()
+        if not (changes or out.kpis or out.sending_logs):
+            return None
+        self._produce_outputs(work.partition, out)
+        return _Staged(changes, self._produce_changelog(work.partition, changes), out)
+
+    def persist(self, work: PartitionWork, staged: object | None) -> None:
+        assert isinstance(work, PartitionRuntime)
+        offsets = dict(work.consumed)
+        if isinstance(staged, _Staged):
+            if staged.next_changelog.value is not None:
+                offsets[CHANGELOG_OFFSET] = staged.next_changelog.value
+            work.store.write(staged.changes, offsets)
+            self._count(staged.output)
+            for kpi in staged.output.kpis:
+                self.kpis[kpi["delivery_id"]] = kpi
+        elif offsets:
+            work.store.write({}, offsets)
+
+    def _produce_outputs(self, partition: int, out: Output) -> None:
+        produce = self._producer.produce
+        for kpi in out.kpis:
+            produce(self._topics.kpis, self._kpi_codec.encode(kpi), kpi["delivery_id"].encode(), partition)
+        encode_log = self._log_codec.encode
+        for log in out.sending_logs:  # those of the validity end and of compute-stats, made at the checkpoint
+            produce(self._topics.sending_logs, encode_log(log), log["delivery_id"].encode(), partition)
+
+    def _produce_changelog(self, partition: int, changes: dict[bytes, bytes | None]) -> _NextOffset:
+        next_offset = _NextOffset()
+        produce, topic = self._producer.produce, self._topics.changelog
+        last = len(changes) - 1
+        for i, (key, value) in enumerate(changes.items()):
+            produce(topic, value, key, partition, on_delivery=next_offset if i == last else None)
+        return next_offset
+
+    def _count(self, out: Output) -> None:
+        m = self._metrics
+        for (kind, outcome), count in out.outcomes.items():
+            topic = self._topics.deliveries if kind in DELIVERY_EVENT_TYPES else self._topics.mta_events
+            m.events.labels(topic, kind, outcome).inc(count)
+        for (old, new, efs), count in out.transitions.items():
+            m.transitions.labels(old or "NONE", new, str(efs).lower()).inc(count)
+        for rejection in out.rejections:
+            m.rejected_confirmations.labels(rejection.reason).inc()
+            self._log.warning("confirmation_rejected", **rejection._asdict())
+        if out.anomalies:
+            m.anomalies.inc(out.anomalies)
+        m.kpis_published.inc(len(out.kpis))
+        m.sending_logs_published.inc(len(out.sending_logs))
+
+    # -- message-level queries (the Deployment view's, from HTTP threads: committed state only) ----------------
+    def owned_partitions(self) -> set[int]:
+        with self._lock:
+            return set(self.runtimes)
+
+    def committed_messages(
+        self, delivery_id: str, after: str | None, limit: int
+    ) -> tuple[DeliveryState, list[tuple[str, MessageState]]] | None:
+        """The delivery and up to `limit` of its messages with ids after `after`, in id order; None if the
+        delivery is not this instance's."""
+        owner = self._owner_of(delivery_id)
+        if owner is None:
+            return None
+        runtime, delivery = owner
+        prefix = records.messages_prefix(delivery_id)
+        start = prefix + after.encode() + b"\x00" if after else prefix  # ids hold no NUL: the next key up
+        found = runtime.store.read_range(prefix, start, limit)
+        return delivery, [(records.split_key(k)[2], records.decode_message(v)) for k, v in found]
+
+    def committed_message(self, delivery_id: str, message_id: str) -> tuple[DeliveryState, MessageState] | None:
+        owner = self._owner_of(delivery_id)
+        if owner is None:
+            return None
+        runtime, delivery = owner
+        key = records.message_key(delivery_id, message_id)
+        rows = runtime.store.read_range(key, key, 1)
+        return (delivery, records.decode_message(rows[0][1])) if rows and rows[0][0] == key else None
+
+    def _owner_of(self, delivery_id: str) -> tuple[PartitionRuntime, DeliveryState] | None:
+        with self._lock:
+            runtimes = list(self.runtimes.values())
+        for runtime in runtimes:
+            delivery = runtime.processor.delivery(delivery_id)
+            if delivery is not None:
+                return runtime, delivery
+        return None
