@@ -23,11 +23,17 @@ def partition_counts(admin: AdminClient, names: tuple[str, ...], timeout: float 
 
 
 def ensure_topics(
-    admin: AdminClient, topics: Topics, partitions: int, replication: int = 1, timeout: float = 30.0
+    admin: AdminClient,
+    topics: Topics,
+    partitions: int,
+    replication: int = 1,
+    timeout: float = 30.0,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
-    """Create the missing topics with their configs; return the names created."""
-    existing = partition_counts(admin, topics.all)
-    missing = [name for name in topics.all if name not in existing]
+    """Create the missing topics with their configs (and the `extra` ones, plain); return the names created."""
+    wanted = (*topics.all, *extra)
+    existing = partition_counts(admin, wanted)
+    missing = [name for name in wanted if name not in existing]
     if missing:
         futures = admin.create_topics(
             [NewTopic(name, partitions, replication, config=_config_for(name, topics)) for name in missing],

@@ -109,8 +109,8 @@ class Service:
         self._start_http()
         if s.create_topics:
             admin = AdminClient({**base, "error_cb": self.runners[0].on_kafka_error})
-            wanted = [*s.topics.all, *(source.topic for source in s.ingest)]
-            created = topic_admin.ensure_topics(admin, wanted, s.partitions)
+            sources = tuple(source.topic for source in s.ingest)
+            created = topic_admin.ensure_topics(admin, s.topics, s.partitions, extra=sources)
             if created:
                 self._log.info("topics_created", topics=created, partitions=s.partitions)
         self.health.watchdog = self._watchdog.start()

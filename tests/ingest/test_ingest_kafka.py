@@ -1,0 +1,126 @@
+"""Each MTA format end to end through the broker: the send of tests/ingest/sends.py, written by the vendor's MTA
+to a source topic, ingested and processed by real `sendtrack` processes, gives the KPIs that the same send gives
+in the native contract. A bad source record is dead-lettered and the stage stays up."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
+from consumer.service.settings import IngestSource
+from tests.ingest import sends
+from tests.ingest.test_sends import kpis, native
+from tests.service.harness import Pipeline, free_port, http_get, stop, wait_http
+
+# Depend on when the KPI was made, not on what it says.
+UNSTABLE = ("version", "updated_at")
+SOURCE_PARTITIONS = 3  # not mta.events' 4: the stage repartitions by delivery_id
+BAD_RECORD = b'{"type": "Delivery", "meta": '
+
+
+def comparable(kpi: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if kpi is None else {k: v for k, v in kpi.items() if k not in UNSTABLE}
+
+
+def wait_for_same_kpis(
+    pipeline: Pipeline, expected: dict[str, dict[str, Any]], processes: list[subprocess.Popen[bytes]]
+) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + 90
+    while True:
+        latest = {d: comparable(kpi) for d, kpi in pipeline.kpis().items()}
+        if latest == expected or time.monotonic() > deadline:
+            return latest
+        for process in processes:
+            assert process.poll() is None, f"an instance exited with {process.returncode}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def native_kpis(kafka, tmp_path_factory) -> dict[str, dict[str, Any]]:
+    """The send in the native contract through the broker; the core's own answer says when it has settled."""
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path_factory.mktemp("native"))
+    pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, sends.delivery_events())
+    pipeline.produce_events(pipeline.topics.mta_events, MTA_EVENT, sends.native_events())
+    expected = {d: comparable(kpi) for d, kpi in kpis(native(), efs_default=False, validity_over=True).items()}
+    service = pipeline.start("native", store="memory")
+    try:
+        latest = wait_for_same_kpis(pipeline, expected, [service])
+    finally:
+        stop(service)
+    assert latest == expected
+    return latest
+
+
+def mta_source(pipeline: Pipeline, fmt: str) -> str:
+    """The vendor's topic, filled the way its MTA fills it: keyed its own way (here: not at all)."""
+    topic = f"{pipeline.name}.source.{fmt}"
+    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
+    [created] = admin.create_topics([NewTopic(topic, SOURCE_PARTITIONS)]).values()
+    created.result(30)
+    records = sends.source_records(fmt)
+    half = len(records) // 2
+    for value in [*records[:half], BAD_RECORD, *records[half:]]:
+        pipeline.produce_raw(topic, None, value)
+    pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, sends.delivery_events())
+    pipeline.produce_events(pipeline.topics.mta_events, MTA_EVENT, sends.tracking_events(fmt))
+    return topic
+
+
+def assert_bad_record_dead_lettered(pipeline: Pipeline, source: str) -> None:
+    [(_, _, _, value, headers)] = pipeline.read_all(pipeline.topics.dlq)
+    named = dict(headers)
+    assert value == BAD_RECORD
+    assert (named["sendtrack.error.code"], named["sendtrack.source.topic"]) == (b"unmappable", source.encode())
+
+
+def assert_bounces_name_their_rule(pipeline: Pipeline) -> None:
+    codec = AvroCodec.named(MTA_EVENT)
+    ingested = [
+        (codec.decode(value), dict(headers or []))
+        for *_, value, headers in pipeline.read_all(pipeline.topics.mta_events)
+    ]
+    bounces = [(event, named) for event, named in ingested if event["type"] == "HARD_BOUNCE"]
+    assert bounces and all(named.get("sendtrack.bounce.rule") for _, named in bounces)
+
+
+@pytest.mark.parametrize("fmt", ["kumomta", "ses"])
+def test_a_send_ingested_inside_run_gives_the_native_kpis(kafka, tmp_path, native_kpis, fmt):
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path)
+    source = mta_source(pipeline, fmt)
+    port = free_port()
+    service = pipeline.start("solo", store="memory", http_port=port, ingest=(IngestSource(fmt, source),))
+    try:
+        assert wait_for_same_kpis(pipeline, native_kpis, [service]) == native_kpis
+        assert_bad_record_dead_lettered(pipeline, source)
+        assert_bounces_name_their_rule(pipeline)
+        wait_http(port, "/readyz")
+        metrics = http_get(port, "/metrics")[1].decode()
+        assert f'sendtrack_ingest_records_total{{format="{fmt}",outcome="dead_lettered"}} 1.0' in metrics
+        assert f'sendtrack_assigned_partitions{{stage="ingest-{fmt}"}} {SOURCE_PARTITIONS}.0' in metrics
+    finally:
+        stop(service)
+
+
+def test_a_send_ingested_by_its_own_process_gives_the_native_kpis(kafka, tmp_path, native_kpis):
+    """`sendtrack ingest` beside `sendtrack run`: its own consumer group, exactly-once into mta.events."""
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path)
+    source = mta_source(pipeline, "sendgrid")
+    port = free_port()
+    ingest = pipeline.start("ingest", http_port=port, delivery_stage=False, ingest=(IngestSource("sendgrid", source),))
+    service = pipeline.start("deliveries", store="memory")
+    try:
+        assert wait_for_same_kpis(pipeline, native_kpis, [ingest, service]) == native_kpis
+        assert_bad_record_dead_lettered(pipeline, source)
+        wait_http(port, "/readyz")
+        assert http_get(port, "/deliveries/x")[0] == 404  # it serves no delivery: health and metrics only
+    finally:
+        stop(ingest)
+        stop(service)
+    assert not Path(tmp_path / "state-ingest").exists()  # stateless: nothing on disk
