@@ -113,7 +113,8 @@ def test_a_send_ingested_by_its_own_process_gives_the_native_kpis(kafka, tmp_pat
     pipeline = Pipeline(kafka.bootstrap_servers, tmp_path)
     source = mta_source(pipeline, "sendgrid")
     port = free_port()
-    ingest = pipeline.start("ingest", http_port=port, delivery_stage=False, ingest=(IngestSource("sendgrid", source),))
+    sendgrid = (IngestSource("sendgrid", source),)
+    ingest = pipeline.start("ingest", http_port=port, delivery_stage=False, ingest=sendgrid, create_topics=True)
     service = pipeline.start("deliveries", store="memory")
     try:
         assert wait_for_same_kpis(pipeline, native_kpis, [ingest, service]) == native_kpis
