@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.cli.options import CANNOT_RUN, NOT_ACCEPTED
+from consumer.kafka.config import reader_config
 from tests import samples
 from tests.cli.tools import closed_port, outcome, sendtrack
 
@@ -88,3 +91,24 @@ def test_the_broker_on_a_busy_port_is_one_line_and_exit_2() -> None:
         code, stdout, stderr = outcome(sendtrack("broker", "--port", str(port)))
     assert (code, stdout) == (CANNOT_RUN, "")
     assert stderr == f"sendtrack broker: port {port} on 127.0.0.1 is not available: already in use\n"
+
+
+def test_an_mta_s_own_records_are_sent_as_they_are_once_their_mapper_accepts_them(kafka, tmp_path) -> None:
+    sample = Path("samples/ingest/sendgrid.jsonl").read_text()
+    records = tmp_path / "sendgrid.jsonl"
+    records.write_text(sample + '[{"event": "delivered"}]\n')
+    good = [line for line in sample.splitlines() if line.strip()]
+    topic = f"tools-source-{tmp_path.name}"
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(10)
+    args = ["--bootstrap-servers", kafka.bootstrap_servers, "--topic", topic, "--format", "sendgrid", str(records)]
+    code, _, stderr = outcome(sendtrack("produce", *args))
+    *problems, summary = stderr.splitlines()
+    assert code == NOT_ACCEPTED
+    assert [p.split(":")[0] for p in problems] == [f"line {len(good) + 1}"]
+    assert summary == f"sent {len(good)} of {len(good)} sendgrid records to {topic}; 1 bad lines"
+    reader = Consumer(reader_config({"bootstrap.servers": kafka.bootstrap_servers}, f"reader-{topic}"))
+    reader.assign([TopicPartition(topic, 0, 0)])
+    sent = [msg for msg in reader.consume(len(good) + 1, 10) if msg.error() is None]
+    reader.close()
+    assert [(msg.key(), msg.value().decode()) for msg in sent] == [(None, line) for line in good]
