@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
+from consumer.kafka.producer import produce_waiting
 from consumer.service.settings import IngestSource
 from tests.ingest import sends
 from tests.ingest.test_sends import kpis, native
@@ -58,16 +60,22 @@ def native_kpis(kafka, tmp_path_factory) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def mta_source(pipeline: Pipeline, fmt: str) -> str:
+def fill_source(pipeline: Pipeline, topic: str, records: list[bytes]) -> None:
     """The vendor's topic, filled the way its MTA fills it: keyed its own way (here: not at all)."""
-    topic = f"{pipeline.name}.source.{fmt}"
     admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
     [created] = admin.create_topics([NewTopic(topic, SOURCE_PARTITIONS)]).values()
     created.result(30)
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20})
+    for value in records:
+        produce_waiting(producer, topic, value, None)
+    assert producer.flush(60) == 0
+
+
+def mta_source(pipeline: Pipeline, fmt: str) -> str:
+    topic = f"{pipeline.name}.source.{fmt}"
     records = sends.source_records(fmt)
     half = len(records) // 2
-    for value in [*records[:half], BAD_RECORD, *records[half:]]:
-        pipeline.produce_raw(topic, None, value)
+    fill_source(pipeline, topic, [*records[:half], BAD_RECORD, *records[half:]])
     pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, sends.delivery_events())
     pipeline.produce_events(pipeline.topics.mta_events, MTA_EVENT, sends.tracking_events(fmt))
     return topic
@@ -125,3 +133,58 @@ def test_a_send_ingested_by_its_own_process_gives_the_native_kpis(kafka, tmp_pat
         stop(ingest)
         stop(service)
     assert not Path(tmp_path / "state-ingest").exists()  # stateless: nothing on disk
+
+
+def copies(n: int, fmt: str) -> tuple[list[bytes], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The send n times over under other delivery ids: source records, delivery events, tracking events."""
+    ids = (sends.NEWS_ID, sends.PROMO_ID)
+    records, deliveries, tracking = [], [], []
+    for i in range(n):
+        renamed = {d: f"{d}-c{i}" for d in ids}
+        for value in sends.source_records(fmt):
+            for old, new in renamed.items():
+                value = value.replace(old.encode(), new.encode())
+            records.append(value)
+        deliveries += [{**e, "delivery_id": renamed[e["delivery_id"]]} for e in sends.delivery_events()]
+        tracking += [{**e, "delivery_id": renamed[e["delivery_id"]]} for e in sends.tracking_events(fmt)]
+    return records, deliveries, tracking
+
+
+def ingested(port: int, fmt: str) -> float:
+    try:
+        status, body = http_get(port, "/metrics")
+    except OSError:  # not listening yet
+        return 0.0
+    prefix = f'sendtrack_ingest_records_total{{format="{fmt}",outcome="mapped"}} '
+    lines = [line for line in body.decode().splitlines() if line.startswith(prefix)] if status == 200 else []
+    return float(lines[0].split()[1]) if lines else 0.0
+
+
+def test_an_ingest_process_killed_mid_stream_and_restarted_changes_no_kpi(kafka, tmp_path, native_kpis):
+    """kill -9 while the stage is half-way through its source: the restart re-reads from the last commit, and the
+    events produced twice (on Tansu even those of the killed transaction) are duplicates the core ignores."""
+    fmt, n = "kumomta", 150
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path)
+    records, deliveries, tracking = copies(n, fmt)
+    source = f"{pipeline.name}.source"
+    fill_source(pipeline, source, records)
+    pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, deliveries)
+    pipeline.produce_events(pipeline.topics.mta_events, MTA_EVENT, tracking)
+    expected = {f"{d}-c{i}": {**kpi, "delivery_id": f"{d}-c{i}"} for i in range(n) for d, kpi in native_kpis.items()}
+    service = pipeline.start("deliveries", store="memory")
+    port = free_port()
+    kumomta = (IngestSource(fmt, source),)
+    ingest = pipeline.start("ingest", http_port=port, delivery_stage=False, ingest=kumomta, commit_interval=0.2)
+    try:
+        deadline = time.monotonic() + 60
+        while ingested(port, fmt) < len(records) / 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done_at_kill = ingested(port, fmt)
+        ingest.kill()
+        ingest.wait(10)
+        assert 0 < done_at_kill < len(records), "the kill must come mid-stream"
+        ingest = pipeline.start("ingest", http_port=port, delivery_stage=False, ingest=kumomta)
+        assert wait_for_same_kpis(pipeline, expected, [ingest, service]) == expected
+    finally:
+        stop(ingest)
+        stop(service)
