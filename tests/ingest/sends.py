@@ -73,7 +73,7 @@ class Step:
 
     type: str
     at: int
-    attempt: int = 0  # attempts made so far, as KumoMTA and SendGrid count them (1 at the first deferral)
+    attempt: int = 0  # the contract's: 0 for the first (as KumoMTA's num_attempts; SendGrid says 1 for it)
     reply: Reply | None = None  # failures
     url: str | None = None  # clicks
 
@@ -261,10 +261,10 @@ SEND = Send(
         # The newsletter: 18 of its 20 messages relayed so far.
         _news(1, "ana.lima@gmail.com", relayed(1), delivered(3), opened(1_800), clicked(1_830, NEWS_URL),
               opened(20_000)),  # opened again that afternoon
-        _news(2, "bruno.costa@yahoo.com", relayed(2), deferred(4, YAHOO_DEFERRED, 1), delivered(904, 1), opened(5_400)),
+        _news(2, "bruno.costa@yahoo.com", relayed(2), deferred(4, YAHOO_DEFERRED, 0), delivered(904, 1), opened(5_400)),
         _news(3, "no.such.user@gmail.com", relayed(3), bounced(5, GMAIL_NO_SUCH_USER)),
-        _news(4, "dario.ferri@gmail.com", relayed(4), deferred(6, GMAIL_OVER_QUOTA, 1)),
-        _news(5, "eva.schmidt@kabelmail.example", relayed(5), deferred(7, GREYLISTED, 1), delivered(367, 1)),
+        _news(4, "dario.ferri@gmail.com", relayed(4), deferred(6, GMAIL_OVER_QUOTA, 0)),
+        _news(5, "eva.schmidt@kabelmail.example", relayed(5), deferred(7, GREYLISTED, 0), delivered(367, 1)),
         _news(6, "frank.moreau@corp.example", relayed(6), bounced(9, M365_NOT_FOUND)),
         _news(7, "gina.rossi@icloud.com", relayed(7), delivered(9), clicked(7_200, NEWS_URL)),  # images blocked
         _news(8, "hugo.braun@yahoo.com", relayed(8), delivered(10), opened(3_600), complained(3_700)),
@@ -275,10 +275,10 @@ SEND = Send(
         ),
         # The promotion: all 12 messages relayed.
         _promo(1, "jana.novak@gmail.com", relayed(1), delivered(3), opened(2_400)),
-        _promo(2, "karl.weber@outlook.com", relayed(2), deferred(4, OUTLOOK_RATE_LIMITED, 1), delivered(1_204, 1)),
+        _promo(2, "karl.weber@outlook.com", relayed(2), deferred(4, OUTLOOK_RATE_LIMITED, 0), delivered(1_204, 1)),
         # Two deferrals, never resolved: the last one's reason is the failure's.
-        _promo(3, "lea.martin@webmail.example", relayed(3), deferred(5, SYSTEM_PROBLEM, 1),
-               deferred(1_805, MAILBOX_FULL, 2)),
+        _promo(3, "lea.martin@webmail.example", relayed(3), deferred(5, SYSTEM_PROBLEM, 0),
+               deferred(1_805, MAILBOX_FULL, 1)),
         _promo(4, "marco.bianchi@gmail.com", relayed(4), bounced(6, GMAIL_DISABLED)),
         _promo(5, "nina.kowalski@yahoo.com", relayed(5), delivered(7), clicked(3_000, SHOES_URL),
                clicked(3_060, SALE_URL)),  # two links, no open reported
@@ -671,7 +671,7 @@ def _sendgrid_details(m: Message, step: Step) -> Record:
     if kind == "DELIVERED":
         return {"ip": SENDING_IP, "tls": 1, "response": "250 2.0.0 OK"}
     if reply is not None and kind in ("SOFT_BOUNCE", "IGNORED"):
-        return {"ip": SENDING_IP, "tls": 1, "response": reply.smtp, "attempt": str(step.attempt)}
+        return {"ip": SENDING_IP, "tls": 1, "response": reply.smtp, "attempt": str(step.attempt + 1)}
     if reply is not None:  # a bounce SendGrid suppresses the address for
         bounce = {"type": "bounce", "status": reply.enhanced, "reason": reply.smtp}
         return {"ip": SENDING_IP, "tls": 1, **bounce, "bounce_classification": reply.sendgrid}

@@ -158,6 +158,12 @@ def test_the_deciding_rule_is_returned():
     assert result == Classification("hard", "user_unknown", "gmail.no-such-account")
     assert default_classifier().classify(550, "5.1.1", "no text we know").rule == "rfc3463.5.1.1"
     assert default_classifier().classify(None, None, None) == FALLBACK
+    # Outlook's rate limiting shares Gmail's words; the rule named must be the provider's own.
+    outlook = "The mail server [198.51.100.7] has been temporarily rate limited due to IP reputation. (S775)"
+    assert default_classifier().classify(451, "4.7.650", outlook).rule == "outlook.block-list"
+    gmail = "Our system has detected an unusual rate of unsolicited mail originating from your IP address. To protect"
+    gmail += " our users from spam, mail sent from your IP address has been temporarily rate limited."
+    assert default_classifier().classify(421, "4.7.28", gmail).rule == "gmail.unsolicited"
 
 
 def test_codes_are_read_from_the_text_when_not_given():

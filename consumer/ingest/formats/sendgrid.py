@@ -56,7 +56,9 @@ class SendGrid(JsonFormat):
             return [Mapped(event(eid, ids, "CLICK", at, url=ev.required_text("url", None), address=address))]
         if kind == "deferred":  # SendGrid retries
             verdict = self.classify(None, None, ev.text("response", None), None)
-            return [failure(eid, ids, at, verdict, source_kind="soft", attempt=ev.attempt("attempt"), address=address)]
+            # SendGrid counts attempts from 1 (its first deferral says "1"); the contract counts from 0.
+            attempt = max(0, ev.attempt("attempt") - 1)
+            return [failure(eid, ids, at, verdict, source_kind="soft", attempt=attempt, address=address)]
         if kind == "dropped":  # never sent: a suppressed or invalid address, or rejected content
             reason = ev.text("reason", None)
             verdict = self.classify(None, None, reason, f"sendgrid-dropped:{reason}")

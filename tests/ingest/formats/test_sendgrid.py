@@ -72,7 +72,10 @@ def test_the_event_carries_the_payload_s_facts():
         "ana@gmail.com",
     )
     (deferred,) = [m.event for m in map_json("sendgrid", [sg("deferred", response="451 4.3.0 later", attempt="5")])]
-    assert (deferred["type"], deferred["attempt"], deferred["reason"]) == ("SOFT_BOUNCE", 5, "unreachable")
+    # SendGrid's fifth attempt is the contract's attempt 4: it counts from 1, the contract from 0.
+    assert (deferred["type"], deferred["attempt"], deferred["reason"]) == ("SOFT_BOUNCE", 4, "unreachable")
+    (first,) = [m.event for m in map_json("sendgrid", [sg("deferred", response="451 4.3.0 later", attempt="1")])]
+    assert first["attempt"] == 0
 
 
 def test_bounce_types_decide_hard_or_soft():
