@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from consumer.state.changelog import CHANGELOG_OFFSET, apply_changelog
+from consumer.state.changelog import apply_changelog, changelog_position
 from consumer.state.store import PartitionStore
 
 _CHUNK = 10_000
@@ -47,7 +47,7 @@ def restore(
     """
     started = time.perf_counter()
     results = {partition: RestoreResult() for partition in stores}
-    starts = {p: store.offsets().get(CHANGELOG_OFFSET, OFFSET_BEGINNING) for p, store in stores.items()}
+    starts = {p: changelog_position(store.offsets(), OFFSET_BEGINNING) for p, store in stores.items()}
     reader.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
     pending = set(stores)
     deadline = time.monotonic() + timeout_s

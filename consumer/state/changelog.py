@@ -15,7 +15,15 @@ from consumer.core.status import Bounce, MessageState
 from consumer.state import records
 from consumer.state.store import PartitionStore
 
-CHANGELOG_OFFSET = "changelog"  # the store's offsets entry: next changelog offset to read
+# The store's offsets entry: the next changelog offset to read. It sits beside the input topics' offsets, named
+# by topic: "@" cannot be in a Kafka topic name, so no input can overwrite it (stores before 0.3 used "changelog").
+CHANGELOG_OFFSET = "@changelog"
+_LEGACY_CHANGELOG_OFFSET = "changelog"
+
+
+def changelog_position(offsets: dict[str, int], default: int) -> int:
+    """Where restore continues reading the changelog, from a store's offsets."""
+    return offsets.get(CHANGELOG_OFFSET, offsets.get(_LEGACY_CHANGELOG_OFFSET, default))
 
 
 def join_messages(a: MessageState, b: MessageState) -> MessageState:

@@ -9,7 +9,9 @@ import pytest
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.core.processor import PartitionProcessor
+from consumer.kafka.topics import Topics
 from consumer.service.errors import StateFailed
+from consumer.state.changelog import CHANGELOG_OFFSET
 from consumer.state.memory import MemoryStore
 from consumer.state.store import StoreError
 from tests.core.builders import delivery_event, mta, prepared
@@ -165,3 +167,18 @@ def test_a_store_that_cannot_be_read_stops_the_instance_instead_of_dead_letterin
     with pytest.raises(StateFailed, match="IO error"):
         driver.poll([prepare(driver, "d"), relayed(driver, "d", "m")])
     assert driver.dead_letters() == []
+
+
+def test_an_input_topic_named_like_the_changelog_position_cannot_move_where_restore_starts():
+    """The store keeps input offsets by topic name beside the changelog position: a topic called "changelog"
+    wrote its offset over the position, and restore would then skip changelog records or fail."""
+    driver = LoopDriver(topics=Topics(mta_events="changelog"))
+    driver.poll([prepare(driver, "d"), relayed(driver, "d", "m")])
+    driver.checkpoint()
+    store = driver.stage.runtimes[0].store
+    position = store.offsets()[CHANGELOG_OFFSET]
+    for _ in range(5):  # duplicates: the input offset moves, the state (and the changelog) does not
+        driver.poll([relayed(driver, "d", "m")])
+        driver.checkpoint()
+    assert store.offsets()[CHANGELOG_OFFSET] == position
+    assert store.offsets()["changelog"] == 6  # the input topic's own offset is kept too

@@ -5,7 +5,7 @@ from __future__ import annotations
 from consumer.core.processor import PartitionProcessor
 from consumer.core.status import Bounce, MessageState
 from consumer.state import records
-from consumer.state.changelog import CHANGELOG_OFFSET, apply_changelog, join_messages
+from consumer.state.changelog import CHANGELOG_OFFSET, apply_changelog, changelog_position, join_messages
 from consumer.state.memory import MemoryStore
 from consumer.state.view import StateView
 from tests.core.builders import delivery_event, mta, prepared
@@ -76,3 +76,9 @@ def test_a_rejected_confirmation_and_an_open_sharing_an_event_id_are_both_restor
     assert (counters.opens_total, counters.confirmations_rejected) == (1, 1)
     processor.apply([opened, refused])  # redelivered after the restore: counted already
     assert processor.delivery("d").counters == counters
+
+
+def test_a_store_written_before_the_position_was_renamed_restores_from_where_it_was():
+    assert changelog_position({"changelog": 12, "mta.events": 40}, -2) == 12
+    assert changelog_position({"@changelog": 15, "changelog": 12}, -2) == 15  # a topic may be named "changelog"
+    assert changelog_position({"mta.events": 40}, -2) == -2
