@@ -106,6 +106,8 @@ class DeliveryStage:
     # -- partitions --------------------------------------------------------------------------------------------
     def open(self, partitions: Sequence[int], beat: Beat) -> dict[int, PartitionWork]:
         """Open the stores, bring them up to the changelog's end, and repair what the replay touched."""
+        if not partitions:
+            return {}
         assert self._reader is not None, "start() or use_reader() comes first"
         stores = {partition: self._stores.open(partition) for partition in partitions}
         while True:

@@ -19,7 +19,7 @@ from consumer.service.errors import STUCK
 
 class Health:
     def __init__(self) -> None:
-        self._troubles: dict[str, str] = {"group": "joining the consumer group"}
+        self._troubles: dict[str, str] = {}  # each stage's runner adds that it is joining its group
         self._lock = threading.Lock()
         self.watchdog: Watchdog | None = None
 

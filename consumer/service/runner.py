@@ -72,6 +72,14 @@ class StageRunner:
         self._warn = Warnings(self._log)
         self._rebalances = metrics.rebalances
         self._assigned = metrics.assigned_partitions.labels(stage.name)
+        self._trouble("group", "joining the consumer group")
+
+    # Troubles of one stage are its own: another stage's assignment or checkpoint must not clear them.
+    def _trouble(self, name: str, detail: str) -> None:
+        self._health.trouble(f"{name}:{self.stage.name}", f"{self.stage.name}: {detail}")
+
+    def _clear(self, name: str) -> None:
+        self._health.clear(f"{name}:{self.stage.name}")
 
     # -- clients -----------------------------------------------------------------------------------------
     def start(self, base: dict[str, Any], client_id: str) -> None:
@@ -151,14 +159,14 @@ class StageRunner:
         except StoreError as exc:  # Kafka has the checkpoint; the local store is behind, which restore repairs
             raise StateFailed(str(exc)) from None
         else:
-            self._health.clear("checkpoint")
+            self._clear("checkpoint")
 
     # -- recovery --------------------------------------------------------------------------------------------
     def recover(self, kind: str, detail: str, error: KafkaException | None = None) -> None:
         """Abort the outputs and go back to the last committed offsets and state, waiting out Kafka."""
         self._metrics.checkpoint_failures.labels(self.stage.name, kind).inc()
         self._log.error(kind, error=detail, recovery="rewinding to the last commit")
-        self._health.trouble("checkpoint", f"{kind}: {detail}")
+        self._trouble("checkpoint", f"{kind}: {detail}")
         if error is not None and is_fatal(error):
             self._renew_producer()
         else:
@@ -208,16 +216,16 @@ class StageRunner:
 
     # -- rebalance ------------------------------------------------------------------------------------------
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._health.clear("group")
+        self._clear("group")
         self._rebalances.labels(self.stage.name, "assign").inc()
-        self._health.trouble("restore", "restoring state")
+        self._trouble("restore", "restoring state")
         try:
             new = sorted({tp.partition for tp in partitions} - set(self.works))
             works = self.stage.open(new, self._beat)
             self._load_committed(works)
             self.works.update(works)
         finally:
-            self._health.clear("restore")
+            self._clear("restore")
         self._assigned.set(len(self.works))
         self._log.info("assigned", partitions=sorted(self.works))
 
@@ -239,7 +247,7 @@ class StageRunner:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalances.labels(self.stage.name, "revoke").inc()
-        self._health.trouble("group", "rebalancing")
+        self._trouble("group", "rebalancing")
         # Finish and commit the work in hand while the partitions are still ours. While closing, the work was
         # committed just before and the group is being left: no new time-driven output (the next owner makes it).
         # After a failure nothing is committed: the work in hand is dropped, and its owner redoes it.
@@ -252,7 +260,7 @@ class StageRunner:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Someone else may own them already: committing could overwrite their progress, so drop everything.
         self._rebalances.labels(self.stage.name, "lost").inc()
-        self._health.trouble("group", "partitions lost; rejoining")
+        self._trouble("group", "partitions lost; rejoining")
         self._log.warning("partitions_lost", partitions=sorted({tp.partition for tp in partitions}))
         self.drop_uncommitted()
         self._close_partitions({tp.partition for tp in partitions})

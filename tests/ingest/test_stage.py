@@ -204,3 +204,20 @@ def test_the_configuration_is_checked_before_anything_runs(tmp_path):
         stages(ingest=(IngestSource("ses", "a"),), bounce_rules=(rules,))
     with pytest.raises(ValueError, match="nothing to run"):
         Service(Settings(bootstrap_servers="x", delivery_stage=False))
+
+
+def test_readiness_waits_for_every_stage_s_group_and_names_the_stage_in_trouble():
+    """One stage's assignment must not make the instance ready while another stage still joins or rebalances."""
+    settings = Settings(bootstrap_servers="x", ingest=(IngestSource("ses", "ses.events"),), store="memory")
+    metrics = Metrics()
+    service = Service(settings, metrics=metrics, stages=ingest_stages(settings, metrics))
+    delivery, ingest = service.runners
+    for runner in service.runners:
+        runner.attach(FakeProducer(), FakeConsumer())  # type: ignore[arg-type]
+    ingest._on_assign(None, [])
+    ready, detail = service.readiness()
+    assert not ready and detail == "delivery: joining the consumer group"
+    delivery._on_assign(None, [])
+    assert service.readiness() == (True, "delivery: 0 partitions, ingest-ses: 0 partitions")
+    ingest._on_revoke(None, [])
+    assert service.readiness() == (False, "ingest-ses: rebalancing")

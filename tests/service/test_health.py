@@ -14,6 +14,7 @@ from tests.service.fakes import LoopDriver
 
 def test_readiness_names_every_trouble_until_each_clears():
     health = Health()
+    health.trouble("group", "joining the consumer group")
     assert health.readiness() == (False, "joining the consumer group")
     health.clear("group")
     health.trouble("kafka", "all brokers are down")
@@ -35,7 +36,6 @@ def test_the_watchdog_turns_health_red_then_exits_stuck_when_the_loop_stops_beat
 
     watchdog = Watchdog(1.0, logs.get("test"), exit_=fake_exit)
     health = Health()
-    health.clear("group")
     health.watchdog = watchdog.start()
     watchdog.beat("checkpoint_commit")
     assert health.liveness()[0]
