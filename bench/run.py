@@ -1,10 +1,11 @@
-"""`python -m bench.run`: throughput, latency, memory and restore of sendtrack, all in one run.
+"""`python -m bench.run`: throughput, latency, memory, restore and ingest of sendtrack, all in one run.
 
 Every scenario gets fresh topics on one broker. Instances start on empty inputs and are
 ready (in the group, partitions restored) before the workload is produced, so each timing
 runs from the first produced event to the moment every delivery's KPIs equal the
 generator's ground truth (read from the KPI topic, committed records only). A fast wrong
-answer is a failure.
+answer is a failure. The ingest scenarios (bench/ingest.py) start on a full source topic
+instead and are timed from readiness; see that module.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ class Bench:
         return topics
 
     # -- processes -------------------------------------------------------------------------------------
-    def start_service(self, topics: Topics, scenario: Scenario, instance: str, group: str) -> tuple[Any, int]:
+    def start_service(
+        self, topics: Topics, scenario: Scenario, instance: str, group: str, **extra: Any
+    ) -> tuple[Any, int]:
+        """An instance of `sendtrack run`, or with extra settings (delivery_stage=False, ingest=...) of ingest."""
         port = _free_port()
         settings = Settings(
             bootstrap_servers=self.bootstrap,
@@ -87,6 +91,7 @@ class Bench:
             http_port=port,
             session_timeout_ms=6_000,
             topics=topics,
+            **extra,
         )
         log = open(self.workdir / f"{instance}.log", "ab")  # noqa: SIM115 - lives as long as the process
         process = subprocess.Popen(argv(settings), stdout=log, stderr=subprocess.STDOUT)
@@ -416,20 +421,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Run {result['started']} on {result['machine']['cpus']} cores ({result['machine']['cpu']}), "
         f"{spec['events']} events ({spec['deliveries']} deliveries x {spec['messages']} messages), "
         f"{result['partitions']} partitions, broker {result['machine']['versions']['broker']}.",
-        "",
-        "| scenario | events | seconds | events/s | of the limit | correct |",
-        "|---|---|---|---|---|---|",
     ]
-    limit = result["throughput"][0]["events_per_s"]
-    for run in result["throughput"]:
-        rate = run["events_per_s"]
-        share = f"{rate / limit:.2f}" if rate and limit else "-"
-        lines.append(
-            f"| {run['name']} | {run['events']} | {run['seconds']:.2f} | "
-            f"{rate:,.0f} | {share} | {'yes' if run['correct'] else 'NO'} |"
-            if rate
-            else f"| {run['name']} | {run['events']} | - | - | - | NO |"
-        )
+    if "throughput" in result:
+        lines += _throughput_lines(result["throughput"])
     if "latency" in result:
         lat = result["latency"]
         lines += [
@@ -448,7 +442,26 @@ def markdown(result: dict[str, Any]) -> str:
             f"(start to ready {m['start_to_ready_seconds']:.1f} s); "
             f"KPIs correct: {'yes' if m['correct'] else 'NO'}.",
         ]
+    if "ingest" in result:
+        from bench import ingest  # it imports this module
+
+        lines += ingest.markdown_lines(result["ingest"])
     return "\n".join(lines) + "\n"
+
+
+def _throughput_lines(runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "| scenario | events | seconds | events/s | of the limit | correct |", "|---|---|---|---|---|---|"]
+    limit = runs[0]["events_per_s"]
+    for run in runs:
+        rate = run["events_per_s"]
+        share = f"{rate / limit:.2f}" if rate and limit else "-"
+        lines.append(
+            f"| {run['name']} | {run['events']} | {run['seconds']:.2f} | "
+            f"{rate:,.0f} | {share} | {'yes' if run['correct'] else 'NO'} |"
+            if rate
+            else f"| {run['name']} | {run['events']} | - | - | - | NO |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--million", action="store_true", help="also the 1,000,000-message memory/restore run")
     parser.add_argument("--smoke", action="store_true", help="correctness only: one small service run")
+    parser.add_argument(
+        "--only", choices=("service", "ingest"), help="one group: `sendtrack run` scenarios, or ingest per format"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder for the JSON and markdown")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
@@ -469,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     spec = WorkloadSpec.ending_now(deliveries=args.deliveries, messages=args.messages, seed=1)
     workload = generate(spec)
-    deliveries, mta = encode(workload.delivery_events, DELIVERY_EVENT), encode(workload.mta_events, MTA_EVENT)
+    groups = {args.only} if args.only else {"service"} if args.smoke else {"service", "ingest"}
     result: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -483,19 +499,17 @@ def main(argv: list[str] | None = None) -> int:
     ):
         bench = Bench(broker.bootstrap_servers, workdir, args.partitions, workload)
         try:
-            scenarios = SCENARIOS[:1] if args.smoke else SCENARIOS
-            result["throughput"] = [run_raw(bench, deliveries, mta)]
-            for scenario in scenarios:
-                result["throughput"].append(run_service(bench, scenario, deliveries, mta, args.timeout))
-                print(json.dumps(result["throughput"][-1]), flush=True)
-            best = result["throughput"][1]["events_per_s"]
-            if not args.smoke and best:
-                result["latency"] = run_latency(bench, best / 2, args.latency_seconds, args.timeout)
+            if "service" in groups:
+                run_services(bench, result, args)
             if args.million:
                 big = generate(WorkloadSpec.ending_now(deliveries=100, messages=10_000, seed=2))
                 result["million"] = run_million(
                     Bench(broker.bootstrap_servers, workdir, args.partitions, big), args.timeout * 3
                 )
+            if "ingest" in groups:
+                from bench import ingest  # it imports this module
+
+                result["ingest"] = ingest.run_group(bench, args.timeout)
         finally:
             bench.stop_all()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -503,8 +517,22 @@ def main(argv: list[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
-    runs = result["throughput"] + [result.get("million", {"correct": True})]
-    return 0 if all(run["correct"] for run in runs) else 1
+    runs = [*result.get("throughput", []), result.get("million", {"correct": True})]
+    return 0 if all(run["correct"] for run in runs + result.get("ingest", {}).get("formats", [])) else 1
+
+
+def run_services(bench: Bench, result: dict[str, Any], args: argparse.Namespace) -> None:
+    """The limit, the `sendtrack run` scenarios and the latency run."""
+    workload = bench.workload
+    deliveries, mta = encode(workload.delivery_events, DELIVERY_EVENT), encode(workload.mta_events, MTA_EVENT)
+    scenarios = SCENARIOS[:1] if args.smoke else SCENARIOS
+    result["throughput"] = [run_raw(bench, deliveries, mta)]
+    for scenario in scenarios:
+        result["throughput"].append(run_service(bench, scenario, deliveries, mta, args.timeout))
+        print(json.dumps(result["throughput"][-1]), flush=True)
+    best = result["throughput"][1]["events_per_s"]
+    if not args.smoke and best:
+        result["latency"] = run_latency(bench, best / 2, args.latency_seconds, args.timeout)
 
 
 class _Existing:
