@@ -17,6 +17,7 @@ import json
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,9 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 MAX_BODY_BYTES = 64 * 1024
 IO_TIMEOUT_S = 30.0  # a client that sends or reads nothing for this long is dropped
+# Each connection has a thread (live views keep theirs): past this many, new ones are closed at once, so a flood
+# of connections cannot exhaust the process's threads and memory.
+MAX_CONNECTIONS = 256
 METHODS = ("GET", "HEAD", "POST")
 OWN_PATHS = ("/metrics", "/healthz", "/readyz")
 DELIVERIES = "/deliveries/"
@@ -61,8 +65,9 @@ class OpsServer:
         host: str = "0.0.0.0",
         handler: Handler | None = None,
         tls: ssl.SSLContext | None = None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        self._server = _Server((host, port), _Routes(registry, source, handler), tls)
+        self._server = _Server((host, port), _Routes(registry, source, handler), tls, max_connections)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="ops-http", daemon=True
         )
@@ -138,10 +143,37 @@ class _Routes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], routes: _Routes, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, address: tuple[str, int], routes: _Routes, tls: ssl.SSLContext | None, max_connections: int
+    ) -> None:
         self.routes = routes
         self._tls = tls
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._refused_logged_at = -1e9
         super().__init__(address, _Exchange)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._log_refusal(client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _log_refusal(self, client_address: Any) -> None:
+        now = time.monotonic()
+        if now - self._refused_logged_at >= 10.0:  # a flood is one line per 10 s, not one per connection
+            self._refused_logged_at = now
+            logs.get("sendtrack.http").warning("http_connections_refused", client=client_address[0])
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = super().get_request()

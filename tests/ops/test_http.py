@@ -313,3 +313,27 @@ def test_tls_serves_trusting_clients_and_a_failed_handshake_is_one_log_line(
         assert "Traceback" not in capfd.readouterr().err
     finally:
         server.stop()
+
+
+def test_a_flood_of_idle_connections_is_capped_and_the_server_answers_again_once_they_go(status, log) -> None:
+    """Every connection holds a thread for up to IO_TIMEOUT_S: without a cap, enough idle clients would exhaust
+    the process's threads. Past the cap a new connection is closed at once (one log line per 10 s)."""
+    server = OpsServer(0, CollectorRegistry(), status.source(), host=HOST, max_connections=3).start()
+    idle = [socket.create_connection((HOST, server.port), timeout=TIMEOUT_S) for _ in range(3)]
+    try:
+        time.sleep(0.2)  # the server has taken them
+        with socket.create_connection((HOST, server.port), timeout=TIMEOUT_S) as refused:
+            assert refused.recv(1) == b""  # closed without an answer, not left waiting
+        assert logged(log, "http_connections_refused")
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:  # the idle clients' threads end as their sockets close
+        try:
+            if call(server, "GET", "/healthz")[0] == 200:
+                break
+        except (ConnectionError, http.client.HTTPException):
+            time.sleep(0.05)
+    assert call(server, "GET", "/healthz")[0] == 200
+    server.stop()
