@@ -60,7 +60,7 @@ def command(args: argparse.Namespace) -> int:
         settings = run.settings_from(args)
         if args.store == "rocksdb":
             settings = dataclasses.replace(settings, state_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())))
-        service = Service(settings)
+        service = run.build_service(settings)  # --ingest works here too
         if settings.http_port is not None:
             stack.callback(deployment_view.attach(service))  # the web view, stopped on the way out
         worker = threading.Thread(target=service.run, name="service", daemon=True)

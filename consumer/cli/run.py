@@ -193,6 +193,12 @@ def argv(settings: Settings) -> list[str]:
     return line
 
 
+def build_service(settings: Settings) -> Service:
+    """The instance these settings describe: the delivery stage (unless off) and the configured ingest stages."""
+    metrics = Metrics()
+    return Service(settings, metrics=metrics, stages=ingest_stages(settings, metrics))
+
+
 def command(args: argparse.Namespace) -> int:
     """Run the service; every way it can end is one log line and an exit code (service/errors.py)."""
     logs.configure(json=args.log_format == "json")
@@ -200,8 +206,7 @@ def command(args: argparse.Namespace) -> int:
     stop_view: Callable[[], None] | None = None
     try:
         settings = settings_from(args)
-        metrics = Metrics()
-        service = Service(settings, metrics=metrics, stages=ingest_stages(settings, metrics))
+        service = build_service(settings)
         service.take_signals()  # before the view starts threads of its own
         if settings.http_port is not None and settings.delivery_stage:
             stop_view = deployment_view.attach(service)
