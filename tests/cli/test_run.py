@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from consumer.cli.main import parser
-from consumer.cli.run import argv, settings_from
+from consumer.cli.run import argv, build_service, settings_from
 from consumer.kafka.topics import Topics
-from consumer.service.settings import AT_LEAST_ONCE, Settings
+from consumer.service.settings import AT_LEAST_ONCE, IngestSource, Settings
 
 
 def test_a_spawned_command_line_gives_back_the_same_settings():
@@ -36,3 +36,37 @@ def test_flags_come_from_the_environment_and_security_settings_are_fenced(monkey
     assert settings.security == {"sasl.password": "s3cret"}
     with pytest.raises(ValueError, match=r"only security\.protocol"):
         settings_from(parser().parse_args(["run", "--kafka", "isolation.level=read_uncommitted"]))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(bootstrap_servers="k:9092", instance_id="i", ingest=(IngestSource("ses", "ses.events"),)),
+        Settings(
+            bootstrap_servers="k:9092",
+            instance_id="i",
+            delivery_stage=False,
+            ingest=(IngestSource("kumomta", "kumo.logs"),),
+            delivery_id_key="campaign",
+            message_id_key="msg",
+            bounce_rules=(Path("/etc/sendtrack/rules.toml"),),
+            partitioner="murmur2_random",
+        ),
+    ],
+)
+def test_ingest_settings_survive_the_command_line(settings):
+    assert settings_from(parser().parse_args(argv(settings)[3:])) == settings
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_every_command_that_runs_an_instance_runs_the_configured_stages(command):
+    args = parser().parse_args([command, "--bootstrap-servers", "k:9092", "--ingest", "ses:a, sendgrid:b"])
+    service = build_service(settings_from(args))
+    assert [runner.stage.name for runner in service.runners] == ["delivery", "ingest-ses", "ingest-sendgrid"]
+    assert [runner.stage.inputs for runner in service.runners][1:] == [("a",), ("b",)]
+
+
+def test_an_ingest_source_must_say_its_format_and_topic():
+    for bad in ("ses", "ses:", ":topic"):
+        with pytest.raises(ValueError, match="FORMAT:TOPIC"):
+            settings_from(parser().parse_args(["run", "--bootstrap-servers", "k", "--ingest", bad]))
