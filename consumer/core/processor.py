@@ -257,7 +257,7 @@ class PartitionProcessor:
             event_id, occurred_at = None, delivery.validity_end or self._time
         self._out.sending_logs.append(
             {
-                "log_id": f"{delivery.delivery_id}/{message_id}/{message.changes}",
+                "log_id": f"{_log_part(delivery.delivery_id)}/{_log_part(message_id)}/{message.changes}",
                 "delivery_id": delivery.delivery_id,
                 "message_id": message_id,
                 "old_status": old_status,
@@ -305,3 +305,11 @@ def kpi_record(delivery: DeliveryState) -> dict[str, Any]:
         "version": delivery.version,
         "updated_at": delivery.updated_at,
     }
+
+
+def _log_part(identifier: str) -> str:
+    """An id as a part of a log_id: "%" and the separator "/" escaped (in that order), so different messages never
+    share a log_id; an id without either, the usual case, is written as it is."""
+    if "/" not in identifier and "%" not in identifier:
+        return identifier
+    return identifier.replace("%", "%25").replace("/", "%2F")

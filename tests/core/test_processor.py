@@ -176,3 +176,22 @@ def test_sending_log_ids_are_deterministic_per_message_change():
 def test_the_sample_delivery_gives_the_kpis_worked_out_by_hand():
     kpi = kpi_after(samples.all_events())
     assert {k: v for k, v in kpi.items() if k not in ("version", "updated_at")} == samples.EXPECTED_KPI
+
+
+def test_sending_log_ids_of_different_messages_never_collide_even_when_ids_hold_slashes():
+    """Ids may hold "/" (the separator: SES multi-recipient message ids do): delivery "a/b" with message "c" and
+    delivery "a" with message "b/c" made the same log_id, and a consumer deduping by it dropped one."""
+    p = processor()
+    p.apply(
+        [
+            prepared("a/b", efs=False),
+            prepared("a", efs=False),
+            mta("a/b", "c", "RELAYED"),
+            mta("a", "b/c", "RELAYED", event_id="x"),
+        ]
+    )
+    ids = [log["log_id"] for log in p.take_output().sending_logs]
+    assert len(set(ids)) == 2
+    assert sorted(ids) == ["a%2Fb/c/1", "a/b%2Fc/1"]
+    p.apply([prepared("100%", efs=False), mta("100%", "m", "RELAYED", event_id="y")])
+    assert [log["log_id"] for log in p.take_output().sending_logs] == ["100%25/m/1"]  # "%" escaped first
