@@ -113,6 +113,8 @@ class Service:
             created = topic_admin.ensure_topics(admin, s.topics, s.partitions, extra=sources)
             if created:
                 self._log.info("topics_created", topics=created, partitions=s.partitions)
+        for runner in self.runners:  # the checks that need the broker, before anything else starts
+            runner.stage.start(base)
         self.health.watchdog = self._watchdog.start()
         for start in self.after_start:
             start()

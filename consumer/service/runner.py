@@ -83,9 +83,9 @@ class StageRunner:
 
     # -- clients -----------------------------------------------------------------------------------------
     def start(self, base: dict[str, Any], client_id: str) -> None:
-        """Make the clients and join the group (the partitions come in poll(), through on_assign)."""
+        """Make the clients and join the group (the partitions come in poll(), through on_assign). The stage's own
+        start (its broker checks and clients) comes before, from the service."""
         s = self._settings
-        self.stage.start(base)
         transactional_id = f"{self.stage.group_id}-{s.instance_id}" if s.transactional else None
         producer_config = kafka_config.producer_config(base, transactional_id, s.partitioner)
         consumer_config = kafka_config.consumer_config(base, self.stage.group_id, s.session_timeout_ms)

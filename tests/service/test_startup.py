@@ -69,3 +69,17 @@ def test_an_unreachable_broker_at_start_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == CANNOT_START
     event = last_event(result)
     assert event["event"] == "cannot_start" and "127.0.0.1:9" in event["error"]
+
+
+def test_missing_input_topics_are_named_before_the_instance_joins_or_serves_the_view(kafka, tmp_path):
+    """The topic layout is checked before the web view's clients and the watchdog start, and the process ends
+    at once with the line (no thread left running keeps it alive)."""
+    line = [sys.executable, "-m", "consumer.cli.main", "run", "--bootstrap-servers", kafka.bootstrap_servers]
+    line += ["--topic-deliveries", f"nothing-{tmp_path.name}", "--http-port", "0", "--store", "memory"]
+    started = time.monotonic()
+    result = subprocess.run(line, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert time.monotonic() - started < 30
+    assert result.returncode == CANNOT_START
+    event = last_event(result)
+    assert event["event"] == "cannot_start" and f"nothing-{tmp_path.name}" in event["error"]
+    assert "missing topics" in event["error"]
