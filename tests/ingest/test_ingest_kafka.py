@@ -21,7 +21,7 @@ from consumer.kafka.producer import produce_waiting
 from consumer.service.settings import IngestSource
 from tests.ingest import sends
 from tests.ingest.test_sends import kpis, native
-from tests.service.harness import Pipeline, free_port, http_get, stop, wait_http
+from tests.service.harness import Pipeline, free_port, http_get, stop, stop_all, wait_http
 
 # Depend on when the KPI was made, not on what it says.
 UNSTABLE = ("version", "updated_at")
@@ -136,8 +136,7 @@ def test_a_send_ingested_by_its_own_process_gives_the_native_kpis(kafka, tmp_pat
         wait_http(port, "/readyz")
         assert http_get(port, "/deliveries/x")[0] == 404  # it serves no delivery: health and metrics only
     finally:
-        stop(ingest)
-        stop(service)
+        stop_all(ingest, service)
     assert not Path(tmp_path / "state-ingest").exists()  # stateless: nothing on disk
 
 
@@ -199,5 +198,4 @@ def test_an_ingest_process_killed_mid_stream_and_restarted_changes_no_kpi(kafka,
     finally:
         if feeder.is_alive():
             feeder.join()
-        stop(ingest)
-        stop(service)
+        stop_all(ingest, service)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -173,6 +174,13 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
         tail = log.read_text()[-3000:] if log.exists() else "(no log)"
         raise AssertionError(f"instance exited with {code}; its log ends:\n{tail}")
     return code
+
+
+def stop_all(*processes: subprocess.Popen[bytes]) -> None:
+    """Stop every process even when stopping one fails (the first failure is raised after)."""
+    with contextlib.ExitStack() as stack:
+        for process in processes:
+            stack.callback(stop, process)
 
 
 def as_json(body: bytes) -> Any:
