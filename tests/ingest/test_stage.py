@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consumer.codec.avro import AvroCodec
+from consumer.codec.errors import InvalidEvent
 from consumer.codec.schemas import MTA_EVENT
+from consumer.codec.validation import NO_KEY_CHECK, check_event
 from consumer.ingest.formats import make_format
 from consumer.ingest.stage import FORMAT_HEADER, RULE_HEADER, IngestStage, ingest_stages
 from consumer.kafka.producer import ANY_PARTITION
@@ -221,3 +225,51 @@ def test_readiness_waits_for_every_stage_s_group_and_names_the_stage_in_trouble(
     assert service.readiness() == (True, "delivery: 0 partitions, ingest-ses: 0 partitions")
     ingest._on_revoke(None, [])
     assert service.readiness() == (False, "ingest-ses: rebalancing")
+
+
+def _mutated(value: bytes, data: st.DataObject) -> bytes:
+    """A real record with a few bytes changed, cut short, or left as it is."""
+    how = data.draw(st.sampled_from(["as-is", "flip", "cut"]))
+    if how == "cut":
+        return value[: data.draw(st.integers(0, len(value)))]
+    if how == "flip":
+        raw = bytearray(value)
+        for _ in range(data.draw(st.integers(1, 4))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        return bytes(raw)
+    return value
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fmt=st.sampled_from(sends.FORMATS), data=st.data())
+def test_any_mix_of_good_broken_and_random_records_moves_on_and_out_comes_exactly_what_maps(fmt, data):
+    """Every offset is committed; each record either maps (its events produced, all of them) or is one dead
+    letter; the stage never raises, whatever the bytes."""
+    records = sends.source_records(fmt)
+    values = data.draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(records).map(lambda value: _mutated(value, data)),
+                st.binary(max_size=64),
+                st.none(),
+            ),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    driver = IngestDriver(fmt, now_s=sends.T_PROMO + 30 * sends.DAY)
+    driver.poll(*(driver.record(value, partition=i % 2) for i, value in enumerate(values)))
+    driver.runner.checkpoint()
+    mapper, expected_events, expected_letters = make_format(fmt), [], 0
+    for value in values:
+        try:
+            expected_events += [
+                check_event(m.event, NO_KEY_CHECK, int((sends.T_PROMO + 30 * sends.DAY + 900) * 1000))
+                for m in mapper.map(value)
+            ]
+        except InvalidEvent:
+            expected_letters += 1
+    assert sorted(e["event_id"] for e in driver.events()) == sorted(e["event_id"] for e in expected_events)
+    assert len(driver.dead_letters()) == expected_letters
+    per_partition = Counter(i % 2 for i in range(len(values)))
+    assert driver.committed_offsets() == dict(per_partition)
