@@ -69,6 +69,7 @@ class IngestStage:
         self.inputs: tuple[str, ...] = (source.topic,)
         self.poison: set[Coordinates] = set()  # stays empty: a mapper's failure is a dead letter already
         self._mapper = mapper
+        self._format_header = (FORMAT_HEADER, mapper.name.encode())  # on every event: encoded once
         self._topic = settings.topics.mta_events
         self._codec = AvroCodec.named(MTA_EVENT)
         self._max_skew_ms = int(settings.max_clock_skew_s * 1000)
@@ -124,7 +125,7 @@ class IngestStage:
 
     def _output(self, item: Mapped, msg: Message, latest_ms: int) -> tuple[Output, str]:
         event = check_event(item.event, NO_KEY_CHECK, latest_ms)
-        headers: Headers = [(FORMAT_HEADER, self._mapper.name.encode())]
+        headers: Headers = [self._format_header]
         if item.rule is not None:
             headers.append((RULE_HEADER, item.rule.encode()))
         return (event["delivery_id"].encode(), self._codec.encode(event), headers), event["type"]

@@ -16,7 +16,7 @@ _MAX_VALUE_BYTES = 900_000
 
 class DeadLetters:
     def __init__(self, producer: OutputProducer, topic: str, metrics: Metrics, log: Any) -> None:
-        self.producer = producer  # replaced when the service recreates its producer
+        self._producer = producer
         self._topic = topic
         self._metrics = metrics
         self._log = log
@@ -37,12 +37,12 @@ class DeadLetters:
             headers.append(("sendtrack.value.truncated_from", str(len(value)).encode()))
             value = value[:_MAX_VALUE_BYTES]
         try:
-            self.producer.produce(self._topic, value, msg.key(), msg.partition(), headers=headers)
+            self._producer.produce(self._topic, value, msg.key(), msg.partition(), headers=headers)
         except KafkaException as error:  # a record the client refuses outright can never be written
             if error.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                 raise
             headers.append(("sendtrack.value.dropped", b"too large"))
-            self.producer.produce(self._topic, None, msg.key(), msg.partition(), headers=headers)
+            self._producer.produce(self._topic, None, msg.key(), msg.partition(), headers=headers)
         self._metrics.dlq.labels(exc.code).inc()
         self._log.warning(
             "dead_lettered",

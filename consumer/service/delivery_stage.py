@@ -153,10 +153,13 @@ class DeliveryStage:
         """Send the status changes as they happen, into the open transaction: the checkpoint then only has
         the KPIs and the changelog left to produce, which keeps it, and the event-to-KPI latency, short."""
         logs = runtime.processor.take_sending_logs()
+        self._send_logs(logs, runtime.partition)
+        self._metrics.sending_logs_published.inc(len(logs))
+
+    def _send_logs(self, logs: list[dict[str, Any]], partition: int) -> None:
         produce, encode, topic = self._producer.produce, self._log_codec.encode, self._topics.sending_logs
         for log in logs:
-            produce(topic, encode(log), log["delivery_id"].encode(), runtime.partition)
-        self._metrics.sending_logs_published.inc(len(logs))
+            produce(topic, encode(log), log["delivery_id"].encode(), partition)
 
     def stage_checkpoint(self, work: PartitionWork, now_ms: int | None) -> _Staged | None:
         assert isinstance(work, PartitionRuntime)
@@ -186,9 +189,7 @@ class DeliveryStage:
         produce = self._producer.produce
         for kpi in out.kpis:
             produce(self._topics.kpis, self._kpi_codec.encode(kpi), kpi["delivery_id"].encode(), partition)
-        encode_log = self._log_codec.encode
-        for log in out.sending_logs:  # those of the validity end and of compute-stats, made at the checkpoint
-            produce(self._topics.sending_logs, encode_log(log), log["delivery_id"].encode(), partition)
+        self._send_logs(out.sending_logs, partition)  # the validity end's and compute-stats', made at the checkpoint
 
     def _produce_changelog(self, partition: int, changes: dict[bytes, bytes | None]) -> _NextOffset:
         next_offset = _NextOffset()
