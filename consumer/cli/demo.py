@@ -75,6 +75,8 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _feed_and_watch(args: argparse.Namespace, service: Service) -> int:
+    deliveries = service.delivery
+    assert deliveries is not None  # the demo always runs the delivery stage
     workload = generate(WorkloadSpec.ending_now(deliveries=args.deliveries, messages=args.messages, ended=1))
     while not service.readiness()[0]:
         time.sleep(0.2)
@@ -93,7 +95,7 @@ def _feed_and_watch(args: argparse.Namespace, service: Service) -> int:
     # Not a terminal (a script, a pipe): Live draws nothing until it stops, then the last view once.
     with Live(render(kpis, workload.expected), refresh_per_second=4) as live:
         while True:
-            latest = service.published_kpis()
+            latest = deliveries.published_kpis()
             if latest != kpis:
                 kpis, changed = latest, time.monotonic()
             # Final statuses come before the last opens and clicks: wait until two checkpoints pass without a

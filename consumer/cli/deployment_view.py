@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.kafka import config as kafka_config
 from consumer.service.app import Service
+from consumer.service.delivery_stage import DeliveryStage
 from consumer.web.actions import KafkaPublisher
 from consumer.web.app import WebApp
 from consumer.web.auth import Auth, load_web_config
@@ -25,23 +26,23 @@ from consumer.web.owners import Owners, client_id_for, first_answer, group_looku
 
 
 class InstanceOwnerState:
-    """web.owner_state.OwnerState over the service's committed partition state."""
+    """web.owner_state.OwnerState over the delivery stage's committed partition state."""
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, deliveries: DeliveryStage) -> None:
+        self._deliveries = deliveries
 
     def owned_partitions(self) -> set[int]:
-        return self._service.owned_partitions()
+        return self._deliveries.owned_partitions()
 
     def failed_messages(self, delivery_id: str, after: str | None, limit: int) -> FailedPage:
-        found = self._service.committed_messages(delivery_id, after, PAGE_SCAN_BUDGET)
+        found = self._deliveries.committed_messages(delivery_id, after, PAGE_SCAN_BUDGET)
         if found is None:
             return FailedPage([], None)
         delivery, messages = found
         return failed_page(messages, delivery.efs, delivery.final, limit)
 
     def message(self, delivery_id: str, message_id: str) -> MessageDetail | None:
-        found = self._service.committed_message(delivery_id, message_id)
+        found = self._deliveries.committed_message(delivery_id, message_id)
         if found is None:
             return None
         delivery, message = found
@@ -55,6 +56,8 @@ def default_advertised_url(port: int, tls: bool) -> str:
 def attach(service: Service) -> Callable[[], None]:
     """Serve the view from the service's HTTP server; returns what stops the view's own threads."""
     s = service.settings
+    if service.delivery is None:
+        raise ValueError("the Deployment view needs the delivery stage")
     config = load_web_config(s.web_config) if s.web_config else None
     tls = config.ssl_context() if config else None
     url = s.advertised_url or default_advertised_url(s.http_port or 0, tls is not None)
@@ -72,7 +75,7 @@ def attach(service: Service) -> Callable[[], None]:
         Owners(lookup),
         Auth(config),
         publisher,
-        InstanceOwnerState(service),
+        InstanceOwnerState(service.delivery),
         service.metrics.registry,
         topics=s.topics,
         advertised_url=url,

@@ -15,8 +15,6 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from consumer.codec.control import COMPUTE_STATS
-from consumer.core.delivery import DeliveryState
-from consumer.core.status import MessageState
 from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
 from consumer.ops import logging as logs
@@ -159,24 +157,6 @@ class Service:
         except OSError as exc:
             raise StartupError(f"cannot serve HTTP on {s.http_host}:{s.http_port}: {exc.strerror or exc}") from None
         self._log.info("http_listening", host=s.http_host, port=self._http.port)
-
-    # -- message-level queries (the Deployment view's, from HTTP threads: the delivery stage's committed state) --
-    def owned_partitions(self) -> set[int]:
-        return self.delivery.owned_partitions() if self.delivery else set()
-
-    def committed_messages(
-        self, delivery_id: str, after: str | None, limit: int
-    ) -> tuple[DeliveryState, list[tuple[str, MessageState]]] | None:
-        """The delivery and up to `limit` of its messages with ids after `after`, in id order; None if the
-        delivery is not this instance's."""
-        return self.delivery.committed_messages(delivery_id, after, limit) if self.delivery else None
-
-    def committed_message(self, delivery_id: str, message_id: str) -> tuple[DeliveryState, MessageState] | None:
-        return self.delivery.committed_message(delivery_id, message_id) if self.delivery else None
-
-    def published_kpis(self) -> dict[str, dict[str, Any]]:
-        """The last published KPI of each delivery this instance owns."""
-        return dict(self.delivery.kpis) if self.delivery else {}
 
     @property
     def http_port(self) -> int | None:

@@ -23,10 +23,6 @@ from consumer.ops.metrics import Metrics
 from consumer.service.stage import Beat, PartitionWork, Stage
 
 
-def _no_beat(_step: str) -> None:
-    return None
-
-
 class Checkpointer:
     def __init__(
         self,
@@ -50,7 +46,7 @@ class Checkpointer:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self._interval_s
 
-    def run(self, works: Iterable[PartitionWork], now_ms: int | None, beat: Beat = _no_beat) -> bool:
+    def run(self, works: Iterable[PartitionWork], now_ms: int | None, beat: Beat) -> bool:
         """Checkpoint every partition (the stage moves its clock to now_ms first, if given); raises
         KafkaException if the outputs or the commit failed. Returns whether anything was committed."""
         started = time.perf_counter()

@@ -214,7 +214,11 @@ class DeliveryStage:
         m.kpis_published.inc(len(out.kpis))
         m.sending_logs_published.inc(len(out.sending_logs))
 
-    # -- message-level queries (the Deployment view's, from HTTP threads: committed state only) ----------------
+    # -- what the instance shows (the Deployment view's, from HTTP threads: committed state only) --------------
+    def published_kpis(self) -> dict[str, dict[str, Any]]:
+        """The last published KPI of each delivery this instance owns."""
+        return dict(self.kpis)
+
     def owned_partitions(self) -> set[int]:
         with self._lock:
             return set(self.runtimes)
