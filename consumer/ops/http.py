@@ -17,7 +17,6 @@ import json
 import ssl
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -149,7 +148,7 @@ class _Server(ThreadingHTTPServer):
         self.routes = routes
         self._tls = tls
         self._slots = threading.BoundedSemaphore(max_connections)
-        self._refused_logged_at = -1e9
+        self._refusals = logs.Throttle()  # a flood is one line per 10 s, not one per connection
         super().__init__(address, _Exchange)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -170,9 +169,7 @@ class _Server(ThreadingHTTPServer):
             self._slots.release()
 
     def _log_refusal(self, client_address: Any) -> None:
-        now = time.monotonic()
-        if now - self._refused_logged_at >= 10.0:  # a flood is one line per 10 s, not one per connection
-            self._refused_logged_at = now
+        if self._refusals.allows("refused"):
             logs.get("sendtrack.http").warning("http_connections_refused", client=client_address[0])
 
     def get_request(self) -> tuple[Any, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Hashable
 
 import structlog
 
@@ -36,3 +38,18 @@ class _ToStructlog(logging.Handler):
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger(name)
+
+
+class Throttle:
+    """At most one log line per kind of trouble per interval: a flood or an outage must show, not fill the log."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self._interval_s = interval_s
+        self._last: dict[Hashable, float] = {}
+
+    def allows(self, kind: Hashable) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(kind, -1e9) < self._interval_s:
+            return False
+        self._last[kind] = now
+        return True

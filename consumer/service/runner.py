@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import OutputProducer
+from consumer.ops.logging import Throttle
 from consumer.ops.metrics import Metrics
 from consumer.service.checkpoint import Checkpointer
 from consumer.service.dead_letters import DeadLetters
@@ -38,12 +39,10 @@ class Warnings:
 
     def __init__(self, log: Any) -> None:
         self._log = log
-        self._last: dict[int, float] = {}
+        self._throttle = Throttle()
 
     def __call__(self, event: str, error: KafkaError) -> None:
-        now = time.monotonic()
-        if now - self._last.get(error.code(), -1e9) >= 10.0:
-            self._last[error.code()] = now
+        if self._throttle.allows(error.code()):
             self._log.warning(event, error=error.str(), code=error.name())
 
 
