@@ -38,6 +38,7 @@ from consumer.cli.workload import Workload, WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT
 from consumer.kafka.admin import ensure_topics
+from consumer.kafka.brokers import KINDS, dev_broker
 from consumer.kafka.topics import Topics
 from consumer.service.settings import Settings
 
@@ -385,7 +386,7 @@ def _log_events(path: Path) -> list[dict[str, Any]]:
 
 
 # -- report ---------------------------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
+def machine(broker: str) -> dict[str, Any]:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -403,7 +404,7 @@ def machine() -> dict[str, Any]:
     }
     versions["librdkafka"] = confluent_kafka.libversion()[0]
     versions["python"] = platform.python_version()
-    versions["broker"] = "Tansu 0.6.0 (embedded, memory storage)"
+    versions["broker"] = broker
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     versions["sendtrack_commit"] = commit.stdout.strip() or "unknown"
     return {
@@ -469,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deliveries", type=int, default=32)
     parser.add_argument("--messages", type=int, default=3_100, help="per delivery")
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--bootstrap-servers", default=None, help="default: an embedded broker")
+    parser.add_argument(
+        "--broker", choices=sorted(KINDS), default="apache-kafka", help="the development broker to start"
+    )
+    parser.add_argument("--bootstrap-servers", default=None, help="a running broker instead of --broker")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--million", action="store_true", help="also the 1,000,000-message memory/restore run")
     parser.add_argument("--smoke", action="store_true", help="correctness only: one small service run")
@@ -479,24 +483,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder for the JSON and markdown")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
-    from consumer.kafka.embedded import EmbeddedBroker
-
     workdir = Path(os.environ.get("BENCH_WORKDIR", ROOT / "work")) / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
+    dev = None if args.bootstrap_servers else dev_broker(args.broker, log_path=workdir / "broker.log")
     spec = WorkloadSpec.ending_now(deliveries=args.deliveries, messages=args.messages, seed=1)
     workload = generate(spec)
     groups = {args.only} if args.only else {"service"} if args.smoke else {"service", "ingest"}
     result: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine(dev.description if dev else f"given: {args.bootstrap_servers}"),
         "partitions": args.partitions,
         "workload": {"deliveries": args.deliveries, "messages": args.messages, "events": workload.size},
     }
-    with (
-        EmbeddedBroker(log_path=workdir / "broker.log")
-        if not args.bootstrap_servers
-        else _Existing(args.bootstrap_servers) as broker
-    ):
+    with dev or _Existing(args.bootstrap_servers) as broker:
         bench = Bench(broker.bootstrap_servers, workdir, args.partitions, workload)
         try:
             if "service" in groups:

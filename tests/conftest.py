@@ -1,4 +1,4 @@
-"""Session-wide fixtures: one embedded broker for every test that needs Kafka."""
+"""Session-wide fixtures: one Apache Kafka broker (from Maven Central) for every test that needs Kafka."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer.kafka.embedded import EmbeddedBroker
+from consumer.kafka.brokers import ApacheKafkaBroker
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as broker:
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafkaBroker]:
+    log = tmp_path_factory.mktemp("broker") / "kafka.log"
+    with ApacheKafkaBroker(log_path=log) as broker:
         yield broker

@@ -1,4 +1,5 @@
-"""`sendtrack broker`: an embedded Kafka-protocol broker (Tansu, memory only) for development."""
+"""`sendtrack broker`: a development broker on loopback. Tansu (memory only) by default, because it installs with
+pip alone; `--kind apache-kafka` runs Apache Kafka from Maven Central (needs a JDK and Maven)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import signal
 import threading
 
 from consumer.cli.options import ToolError, add, tool
-from consumer.kafka.embedded import EmbeddedBroker, EmbeddedBrokerError
+from consumer.kafka.brokers import KINDS, DevBrokerError, dev_broker
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     add(parser, "--port", type=int, default=9092, help="0 picks a free port")
+    add(parser, "--kind", choices=sorted(KINDS), default="tansu", help="which broker")
 
 
 @tool("broker")
@@ -19,10 +21,10 @@ def command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    broker = EmbeddedBroker(args.port)
+    broker = dev_broker(args.kind, args.port)
     try:
         broker.start()  # a busy port is found before the broker is spawned
-    except EmbeddedBrokerError as exc:
+    except DevBrokerError as exc:
         raise ToolError(str(exc)) from None
     with broker:
         print(broker.bootstrap_servers, flush=True)

@@ -52,9 +52,9 @@ def command(args: argparse.Namespace) -> int:
         signal.signal(sig, _interrupt)
     with contextlib.ExitStack() as stack:
         if not args.bootstrap_servers:
-            from consumer.kafka.embedded import EmbeddedBroker
+            from consumer.kafka.brokers.tansu import TansuBroker
 
-            args.bootstrap_servers = stack.enter_context(EmbeddedBroker()).bootstrap_servers
+            args.bootstrap_servers = stack.enter_context(TansuBroker()).bootstrap_servers
             print(f"embedded broker on {args.bootstrap_servers}")
         args.create_topics = True
         settings = run.settings_from(args)

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from consumer.kafka.embedded import EmbeddedBroker
+from consumer.kafka.brokers import ApacheKafkaBroker
 from tests.reliability.proxy import FaultProxy
 from tests.service.harness import free_port
 
 
 @dataclass
 class ProxiedBroker:
-    broker: EmbeddedBroker
+    broker: ApacheKafkaBroker
     proxy: FaultProxy
 
     @property
@@ -27,7 +27,7 @@ class ProxiedBroker:
 def proxied(tmp_path) -> Iterator[ProxiedBroker]:
     port = free_port()
     with FaultProxy(port) as proxy:
-        broker = EmbeddedBroker(port, advertised_port=proxy.port, log_path=tmp_path / "tansu.log")
+        broker = ApacheKafkaBroker(port, advertised_port=proxy.port, log_path=tmp_path / "kafka.log")
         with broker:
             yield ProxiedBroker(broker, proxy)
             broker.resume()  # a test that failed while the broker was paused must not hang the teardown

@@ -1,7 +1,8 @@
-"""The Deployment view end to end: two real instances, the embedded broker, a web config with users.
+"""The Deployment view end to end: two real instances, Apache Kafka, a web config with users.
 
-Any instance lists every delivery, shows any delivery's failed messages (asking the owner), and an
-authorised user's confirmation reaches the owner as a CONFIRMED event with the verified identity.
+Any instance lists every delivery, shows any delivery's failed messages (asking the owner, found from the group's
+member metadata: no --web-peers), and an authorised user's confirmation reaches the owner as a CONFIRMED event
+with the verified identity.
 """
 
 from __future__ import annotations
@@ -82,8 +83,7 @@ def cluster(kafka, tmp_path_factory):
             http_port=port,
             http_host="127.0.0.1",
             web_config=config,
-            advertised_url=urls[name],
-            web_peers=tuple(urls.values()),
+            advertised_url=urls[name],  # no web_peers: the owners come from the group's member metadata
         )
         for name, port in ports.items()
     ]
@@ -99,7 +99,7 @@ def cluster(kafka, tmp_path_factory):
             process.kill()
 
 
-def test_two_instances_serve_the_whole_cluster_and_route_to_owners(cluster):
+def test_two_instances_without_peers_serve_the_whole_cluster_and_route_to_owners(cluster):
     _pipeline, workload, urls, _processes = cluster
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # each instance's KPI view follows the topic
