@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,8 +46,17 @@ def ensure_topics(
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another instance won the race
                     raise
+        _await_listed(admin, tuple(missing), timeout)
     check_copartitioned(admin, topics)
     return missing
+
+
+def _await_listed(admin: AdminClient, names: tuple[str, ...], timeout: float) -> None:
+    """A created topic reaches the brokers' metadata a moment after CreateTopics answers (Apache Kafka's controller
+    commits it first): wait until every broker answer lists it, or the layout check would call it missing."""
+    deadline = time.monotonic() + timeout
+    while len(partition_counts(admin, names)) < len(names) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def check_copartitioned(admin: AdminClient, topics: Topics) -> int:

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from consumer.kafka.brokers import ApacheKafkaBroker
+from consumer.kafka.brokers import DevBroker
+from tests.conftest import test_broker
 from tests.reliability.proxy import FaultProxy
 from tests.service.harness import free_port
 
 
 @dataclass
 class ProxiedBroker:
-    broker: ApacheKafkaBroker
+    broker: DevBroker
     proxy: FaultProxy
 
     @property
@@ -27,7 +28,7 @@ class ProxiedBroker:
 def proxied(tmp_path) -> Iterator[ProxiedBroker]:
     port = free_port()
     with FaultProxy(port) as proxy:
-        broker = ApacheKafkaBroker(port, advertised_port=proxy.port, log_path=tmp_path / "kafka.log")
+        broker = test_broker(port, advertised_port=proxy.port, log_path=tmp_path / "broker.log")
         with broker:
             yield ProxiedBroker(broker, proxy)
             broker.resume()  # a test that failed while the broker was paused must not hang the teardown
