@@ -6,7 +6,16 @@ import argparse
 import json
 import sys
 
-from consumer.cli.options import ACK_TIMEOUT_S, NOT_ACCEPTED, add, add_bootstrap, connect, producer, tool
+from consumer.cli.options import (
+    ACK_TIMEOUT_S,
+    NOT_ACCEPTED,
+    add,
+    add_bootstrap,
+    add_partitioner,
+    connect,
+    producer,
+    tool,
+)
 from consumer.kafka.topics import Topics
 from consumer.service.app import COMPUTE_STATS
 
@@ -14,12 +23,13 @@ from consumer.service.app import COMPUTE_STATS
 def add_flags(parser: argparse.ArgumentParser) -> None:
     add_bootstrap(parser)
     add(parser, "--topic", default=Topics.control, help="the control topic")
+    add_partitioner(parser)
     parser.add_argument("delivery_id")
 
 
 @tool("compute-stats")
 def command(args: argparse.Namespace) -> int:
-    sender = producer(connect(args, args.topic))
+    sender = producer(connect(args, args.topic), {"partitioner": args.partitioner})
     command = {"command": COMPUTE_STATS, "delivery_id": args.delivery_id}
     # Keyed by delivery_id: it lands on the partition, hence the instance, that owns the delivery.
     sender.produce(args.topic, json.dumps(command).encode(), args.delivery_id.encode())

@@ -67,7 +67,8 @@ def attach(service: Service) -> Callable[[], None]:
     lookup = first_answer(
         group_lookup(AdminClient(base), s.group_id, s.topics.mta_events), peer_lookup(static_peers(s.web_peers))
     )
-    publisher = KafkaPublisher(base)  # its producer is made at the first action
+    # Made at the first action; keyed like the producers of deliveries, so a command reaches the delivery's owner.
+    publisher = KafkaPublisher({**base, "partitioner": s.partitioner})
     service.client_id = client_id_for(url)
     service.http_tls = tls
     service.handler = WebApp(

@@ -50,6 +50,20 @@ def add_bootstrap(parser: argparse.ArgumentParser, required: bool = True) -> Non
     add(parser, "--bootstrap-servers", required=required, help="Kafka bootstrap servers, HOST:PORT[,...]")
 
 
+def add_partitioner(parser: argparse.ArgumentParser) -> None:
+    """How keyed records pick their partition: as the producers of `deliveries` do, or a delivery's records
+    land on partition numbers that no single instance owns together."""
+    from consumer.kafka.config import PARTITIONERS
+
+    add(
+        parser,
+        "--partitioner",
+        choices=PARTITIONERS,
+        default="consistent_random",
+        help="librdkafka partitioner of keyed records; murmur2_random next to Java producers of deliveries",
+    )
+
+
 def tool(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
     """A tool's command: a ToolError becomes its one line on stderr and exit code CANNOT_RUN."""
 

@@ -9,7 +9,17 @@ from collections.abc import Callable, Iterable
 
 from confluent_kafka import Producer
 
-from consumer.cli.options import ACK_TIMEOUT_S, NOT_ACCEPTED, ToolError, add, add_bootstrap, connect, producer, tool
+from consumer.cli.options import (
+    ACK_TIMEOUT_S,
+    NOT_ACCEPTED,
+    ToolError,
+    add,
+    add_bootstrap,
+    add_partitioner,
+    connect,
+    producer,
+    tool,
+)
 from consumer.codec.avro import AvroCodec
 from consumer.codec.errors import InvalidEvent
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
@@ -26,6 +36,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     add(parser, "--topic", required=True, help="deliveries or mta.events (another name needs --schema)")
     add(parser, "--schema", choices=(DELIVERY_EVENT, MTA_EVENT), default=None, help="default: from the topic name")
     add(parser, "--format", choices=FORMATS, default=None, help="the lines are this MTA's records (an ingest source)")
+    add_partitioner(parser)
     parser.add_argument("file", help="JSON-lines file, or - for standard input")
 
 
@@ -84,7 +95,7 @@ def command(args: argparse.Namespace) -> int:
     config = connect(args, args.topic)
     for message in bad:
         print(message, file=sys.stderr)
-    sender = producer(config, {"linger.ms": 20})
+    sender = producer(config, {"linger.ms": 20, "partitioner": args.partitioner})
     send(sender, args.topic, good)
     unacknowledged = sender.flush(ACK_TIMEOUT_S)
     lost = f" ({unacknowledged} not acknowledged by Kafka within {ACK_TIMEOUT_S:g} s)" if unacknowledged else ""

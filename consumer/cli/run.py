@@ -13,10 +13,10 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from consumer.cli import deployment_view
-from consumer.cli.options import add, add_bootstrap
+from consumer.cli.options import add, add_bootstrap, add_partitioner
 from consumer.ingest.formats import FORMATS
 from consumer.ingest.stage import ingest_stages
-from consumer.kafka.config import PARTITIONERS, security_from_env, security_settings
+from consumer.kafka.config import security_from_env, security_settings
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
 from consumer.ops.metrics import Metrics
@@ -76,13 +76,7 @@ def add_service_flags(parser: argparse.ArgumentParser, bootstrap_required: bool 
     add(parser, "--delivery-id-key", default="delivery_id", help="ingest: the key holding the delivery id")
     add(parser, "--message-id-key", default="message_id", help="ingest: the key holding the message id")
     add(parser, "--bounce-rules", default="", help="ingest: comma-separated rule files, matched before the packaged")
-    add(
-        parser,
-        "--partitioner",
-        choices=PARTITIONERS,
-        default="consistent_random",
-        help="ingest: librdkafka partitioner of mta.events; must match the producers of deliveries",
-    )
+    add_partitioner(parser)  # ingest's mta.events, the view's confirmations and commands
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

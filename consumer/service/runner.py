@@ -108,6 +108,7 @@ class StageRunner:
         if messages:
             self._beat("process")
             self.process(messages)
+        self._past_markers()
         if self._checkpointer.due():
             self._beat("checkpoint")
             self.checkpoint()
@@ -141,6 +142,17 @@ class StageRunner:
         except StoreError as exc:
             raise StateFailed(str(exc)) from None
         self._metrics.batch_seconds.labels(self.stage.name).observe(time.perf_counter() - started)
+
+    def _past_markers(self) -> None:
+        """Count the transaction markers after the last processed record as done, so that the committed offset
+        reaches the log end and Kafka's tools (kafka-consumer-groups) show lag 0 once everything is processed.
+        librdkafka's position moves past the markers it skips; every record below it has been processed (the
+        loop processes each poll before the next); a rewind's seek makes it invalid (< 0) until records come."""
+        wanted = [TopicPartition(topic, p) for p in self.works for topic in self.stage.inputs]
+        for tp in self._consumer.position(wanted) if wanted else ():
+            work = self.works.get(tp.partition)
+            if work is not None and tp.offset > work.consumed.get(tp.topic, work.committed.get(tp.topic, -1)):
+                work.consumed[tp.topic] = tp.offset
 
     def _on_consume_error(self, error: KafkaError) -> bool:
         if error.fatal():

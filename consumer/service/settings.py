@@ -50,8 +50,9 @@ class Settings:
     delivery_id_key: str = "delivery_id"  # where the platform's ids are in an MTA's records (meta, tags, args)
     message_id_key: str = "message_id"
     bounce_rules: tuple[Path, ...] = ()  # the user's classifier rule files, matched before the packaged rules
-    # How ingest picks the mta.events partition of a delivery_id: it must match the producers of `deliveries`
-    # (librdkafka's default is consistent_random, CRC32; Java clients hash with murmur2: murmur2_random).
+    # How ingest (mta.events) and the view (deliveries, control) pick a delivery_id's partition: it must match the
+    # producers of `deliveries` (librdkafka's default is consistent_random, CRC32; Java clients hash with murmur2:
+    # murmur2_random).
     partitioner: str = "consistent_random"
 
     @property

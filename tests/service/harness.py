@@ -114,9 +114,10 @@ class Pipeline:
                 return latest
             time.sleep(0.5)
 
-    def read_all(self, topic: str) -> list[Any]:
-        """Every committed record of a topic: (partition, offset, key, value, headers)."""
-        consumer = Consumer(reader_config({"bootstrap.servers": self.bootstrap}, f"{self.name}-reader"))
+    def read_all(self, topic: str, isolation: str = "read_committed") -> list[Any]:
+        """Every committed (or, read_uncommitted, every) record of a topic: (partition, offset, key, value, headers)."""
+        config = reader_config({"bootstrap.servers": self.bootstrap}, f"{self.name}-reader")
+        consumer = Consumer({**config, "isolation.level": isolation})
         records = []
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
