@@ -15,6 +15,7 @@ from consumer.core.processor import PartitionProcessor
 from consumer.core.status import message_status
 from consumer.state.memory import MemoryStore
 from consumer.state.view import StateView
+from tests.conftest import BROKER_KIND
 from tests.service.harness import Pipeline
 
 
@@ -60,7 +61,10 @@ def assert_exact(pipeline: Pipeline, workload: Workload) -> None:
         kpi = codec.decode(value)
         versions[kpi["delivery_id"]].append(kpi["version"])
     for delivery_id, seen in versions.items():
-        # Log order; strictly increasing on Apache Kafka. Tansu does not abort a killed producer's
-        # transaction, so one zombie snapshot may repeat a version number (see README, Tansu notes).
-        assert all(a <= b for a, b in itertools.pairwise(seen)), (delivery_id, seen)
-        assert len(seen) - len(set(seen)) <= 8, (delivery_id, seen)
+        # Log order. Apache Kafka hides an aborted or fenced transaction from read_committed readers, so the
+        # versions strictly increase. Tansu does not abort a killed producer's transaction, so a zombie snapshot
+        # may repeat a version number there (README, the development brokers).
+        if BROKER_KIND == "tansu":
+            assert all(a <= b for a, b in itertools.pairwise(seen)), (delivery_id, seen)
+        else:
+            assert all(a < b for a, b in itertools.pairwise(seen)), (delivery_id, seen)
