@@ -29,11 +29,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 @tool("compute-stats")
 def command(args: argparse.Namespace) -> int:
-    sender = producer(connect(args, args.topic), {"partitioner": args.partitioner})
+    sender = producer(connect(args, args.topic, "WRITE"), {"partitioner": args.partitioner})
     command = {"command": COMPUTE_STATS, "delivery_id": args.delivery_id}
     # Keyed by delivery_id: it lands on the partition, hence the instance, that owns the delivery.
     sender.produce(args.topic, json.dumps(command).encode(), args.delivery_id.encode())
-    if sender.flush(ACK_TIMEOUT_S):
+    if sender.unacknowledged(ACK_TIMEOUT_S):
         print(f"the command was not acknowledged by Kafka within {ACK_TIMEOUT_S:g} s", file=sys.stderr)
         return NOT_ACCEPTED
     print(f"compute-stats requested for {args.delivery_id}", file=sys.stderr)

@@ -13,8 +13,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from consumer.cli.options import NOT_ACCEPTED, add, add_bootstrap, connect, kafka_failure, tool
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
+from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
 from consumer.kafka.topics import Topics
+
+READER_GROUP = "sendtrack-kpis-reader"  # never joined: assigned partitions, no commits
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +30,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 def read_latest(base: dict[str, Any], topic: str, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
     """Read the topic to its end; per delivery the highest version wins, and at equal versions the later
     record (on a broker that shows a crashed instance's unfinished transaction, its snapshot comes first)."""
-    consumer = Consumer(reader_config(base, "sendtrack-kpis-reader"))
+    consumer = Consumer(reader_config(base, READER_GROUP))
     codec = AvroCodec.named(DELIVERY_KPI)
     latest: dict[str, dict[str, Any]] = {}
     try:
@@ -45,7 +48,7 @@ def read_latest(base: dict[str, Any], topic: str, timeout_s: float = 30.0) -> di
                     if error.code() == KafkaError._PARTITION_EOF:
                         remaining.discard(msg.partition())
                         continue
-                    raise RuntimeError(f"reading {topic}: {error}")
+                    raise reader_denial(error, topic, READER_GROUP) or RuntimeError(f"reading {topic}: {error}")
                 kpi = codec.decode(msg.value())
                 current = latest.get(kpi["delivery_id"])
                 if current is None or kpi["version"] >= current["version"]:

@@ -3,7 +3,8 @@ and how the tools (produce, kpis, compute-stats, broker) reach Kafka and fail.
 
 Exit codes of the tools: 0 done; 1 it ran but something was not accepted (bad input lines, records Kafka did not
 acknowledge, no KPI for the asked delivery); 2 it could not run: a configuration error, or Kafka unreachable,
-refusing the TLS handshake or the credentials. A failure is one line on stderr, `sendtrack <tool>: <what, where>`,
+refusing the TLS handshake or the credentials, or refusing an operation for want of an ACL (the line names the
+operation and the resource). A failure is one line on stderr, `sendtrack <tool>: <what, where>`,
 never a traceback nor librdkafka's own log lines; secrets in the configuration never appear in it.
 """
 
@@ -12,9 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import re
 import sys
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -65,14 +64,16 @@ def add_partitioner(parser: argparse.ArgumentParser) -> None:
 
 
 def tool(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    """A tool's command: a ToolError becomes its one line on stderr and exit code CANNOT_RUN."""
+    """A tool's command: a ToolError or a refusal by Kafka becomes its one line on stderr and exit code CANNOT_RUN."""
 
     def wrap(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         @functools.wraps(command)
         def run(args: argparse.Namespace) -> int:
+            from consumer.kafka.access import Refused
+
             try:
                 return command(args)
-            except ToolError as exc:
+            except (ToolError, Refused) as exc:
                 print(f"sendtrack {name}: {exc}", file=sys.stderr)
                 return CANNOT_RUN
 
@@ -92,82 +93,46 @@ def kafka_base(args: argparse.Namespace) -> dict[str, Any]:
     return base_config(args.bootstrap_servers, security)
 
 
-def connect(args: argparse.Namespace, topic: str, timeout_s: float = REACH_TIMEOUT_S) -> dict[str, Any]:
-    """The tools' client config, once Kafka answered with it and has the topic; else a ToolError saying why.
+def connect(
+    args: argparse.Namespace, topic: str, operation: str = "READ", timeout_s: float = REACH_TIMEOUT_S
+) -> dict[str, Any]:
+    """The tools' client config, once Kafka answered with it and has the topic; else a ToolError saying why,
+    or Denied when the client may not do `operation` (READ, WRITE) on the topic.
 
     librdkafka's own log lines are off (they would repeat every reconnect); its errors come through error_cb
     and make the one line. TLS and credential refusals end the wait at once, anything else may be a broker
     still starting and gets `timeout_s`.
     """
+    from consumer.kafka import access
+
     config = {
         **kafka_base(args),
         "log_level": 0,  # emergencies only: librdkafka's log lines are not the tools' output
         "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
     }
-    topics = _topics(config, timeout_s)
+    try:
+        topics = access.reach(config, timeout_s).topics
+    except (ValueError, access.Unreachable) as exc:
+        raise ToolError(str(exc)) from None
+    denied = access.missing_permission(config, {topic: [operation]}, timeout_s)
+    if denied is not None:
+        raise denied
     if topic not in topics:
         raise ToolError(f"topic {topic!r} does not exist on Kafka at {args.bootstrap_servers}")
     return config
 
 
 def producer(config: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
-    """The tools' idempotent producer: a record not acknowledged within ACK_TIMEOUT_S fails instead of waiting."""
-    from confluent_kafka import Producer
+    """The tools' idempotent producer: a record not acknowledged within ACK_TIMEOUT_S fails instead of waiting;
+    `unacknowledged()` counts the records Kafka did not take and raises Denied for a missing ACL."""
+    from consumer.kafka.producer import CheckedProducer
 
     timeout_ms = int(ACK_TIMEOUT_S * 1000)
-    return Producer({**config, "enable.idempotence": True, "message.timeout.ms": timeout_ms, **(extra or {})})
+    return CheckedProducer({**config, "enable.idempotence": True, "message.timeout.ms": timeout_ms, **(extra or {})})
 
 
 def kafka_failure(config: Mapping[str, Any], what: str, exc: BaseException) -> ToolError:
     """A ToolError for a Kafka operation that failed after connect(), secrets removed."""
-    return ToolError(_scrub(f"{what} on Kafka at {config['bootstrap.servers']} failed: {exc}", config))
+    from consumer.kafka.access import scrub
 
-
-def _topics(config: dict[str, Any], timeout_s: float) -> set[str]:
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    errors: list[KafkaError] = []
-    try:
-        admin = AdminClient({**config, "error_cb": errors.append})
-    except KafkaException as exc:
-        raise ToolError(_scrub(f"invalid Kafka configuration: {exc.args[0].str()}", config)) from None
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return set(admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1))).topics)
-        except KafkaException:
-            admin.poll(0)  # serves error_cb
-        refused = next((e for e in errors if e.code() in (KafkaError._SSL, KafkaError._AUTHENTICATION)), None)
-        if refused is not None or time.monotonic() >= deadline:
-            raise ToolError(_scrub(_unreachable(config["bootstrap.servers"], refused, errors, timeout_s), config))
-
-
-def _unreachable(where: str, refused: Any, errors: list[Any], timeout_s: float) -> str:
-    from confluent_kafka import KafkaError
-
-    if refused is not None and refused.code() == KafkaError._SSL:
-        return f"TLS handshake with Kafka at {where} failed: {_reason(refused)}"
-    if refused is not None:
-        return f"Kafka at {where} refused the credentials: {_reason(refused)}"
-    telling = [e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN] or errors
-    reason = _reason(telling[-1]) if telling else "no answer"
-    return f"cannot reach Kafka at {where} ({reason}) within {timeout_s:g} s"
-
-
-def _reason(error: Any) -> str:
-    """librdkafka's message without the broker name, the state it was in, or a preamble the line already says."""
-    text = re.sub(r"^\S+/(bootstrap|\d+): ", "", error.str())
-    text = re.sub(r" \(after \d+ms in state \w+\)$", "", text).removeprefix("SSL handshake failed: ")
-    connect_failed = re.match(r"Connect to \S+ failed: (.+)$", text)
-    return connect_failed.group(1).lower() if connect_failed else text
-
-
-def _scrub(text: str, config: Mapping[str, Any]) -> str:
-    from consumer.kafka.config import redacted
-
-    shown = redacted(config)
-    for name, value in config.items():
-        if shown.get(name) == "***" and isinstance(value, str) and value:
-            text = text.replace(value, "***")
-    return text
+    return ToolError(scrub(f"{what} on Kafka at {config['bootstrap.servers']} failed: {exc}", config))

@@ -92,12 +92,12 @@ def command(args: argparse.Namespace) -> int:
             raise ToolError(f"unknown topic {args.topic!r}: pass --schema or --format")
         encode, what = contract_encoder(AvroCodec.named(schema)), "events"
     good, bad = _encode_file(args.file, encode)  # local problems first: they need no broker
-    config = connect(args, args.topic)
+    config = connect(args, args.topic, "WRITE")
     for message in bad:
         print(message, file=sys.stderr)
     sender = producer(config, {"linger.ms": 20, "partitioner": args.partitioner})
     send(sender, args.topic, good)
-    unacknowledged = sender.flush(ACK_TIMEOUT_S)
+    unacknowledged = sender.unacknowledged(ACK_TIMEOUT_S)
     lost = f" ({unacknowledged} not acknowledged by Kafka within {ACK_TIMEOUT_S:g} s)" if unacknowledged else ""
     print(
         f"sent {len(good) - unacknowledged} of {len(good)} {what} to {args.topic}{lost}; {len(bad)} bad lines",

@@ -16,6 +16,7 @@ from consumer.cli import deployment_view
 from consumer.cli.options import add, add_bootstrap, add_partitioner
 from consumer.ingest.formats import FORMATS
 from consumer.ingest.stage import ingest_stages
+from consumer.kafka.access import Refused
 from consumer.kafka.config import security_from_env, security_settings
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
@@ -211,7 +212,7 @@ def command(args: argparse.Namespace) -> int:
     except ServiceError as exc:  # say what is wrong, without a traceback
         log.error(exc.event, error=str(exc), exit_code=exc.exit_code)
         return exc.exit_code
-    except KafkaException as exc:
+    except (KafkaException, Refused) as exc:  # TLS, credentials, a missing ACL: final
         log.error("kafka_fatal", error=str(exc), exit_code=KAFKA_FATAL)
         return KAFKA_FATAL
     except Exception:

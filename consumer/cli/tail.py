@@ -27,6 +27,7 @@ from consumer.codec.validation import load_json
 from consumer.core.events import Fact
 from consumer.core.status import MessageState
 from consumer.ingest.formats import FORMATS, make_format
+from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
 from consumer.kafka.topics import Topics
 from consumer.state import records as state
@@ -45,6 +46,7 @@ DECODER_OF = {
 }
 DLQ_PREFIX = "sendtrack."  # the headers a dead letter gains; the rest are the original record's
 PREVIEW_BYTES = 64
+READER_GROUP = "sendtrack-tail"  # never joined: assigned partitions, no commits
 
 
 @dataclass(frozen=True)
@@ -264,8 +266,9 @@ def pretty(topic: str, msg: Message, decoded: Decoded) -> str:
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def consume(consumer: Consumer, partitions: list[int], follow: bool) -> Iterator[Message]:
-    """The records of the assigned partitions; without `follow`, until each partition's end."""
+def consume(consumer: Consumer, topic: str, partitions: list[int], follow: bool) -> Iterator[Message]:
+    """The records of the assigned partitions; without `follow`, until each partition's end. A missing
+    permission ends it (Denied): librdkafka would retry for ever."""
     remaining = set(partitions)
     while follow or remaining:
         for msg in consumer.consume(500, 0.2):
@@ -276,6 +279,8 @@ def consume(consumer: Consumer, partitions: list[int], follow: bool) -> Iterator
                 remaining.discard(msg.partition())
             elif error.fatal():
                 raise KafkaException(error)
+            elif denied := reader_denial(error, topic, READER_GROUP):
+                raise denied
             else:  # librdkafka retries by itself (a broker away for a while): say so and go on
                 print(f"sendtrack tail: {error.str()}", file=sys.stderr)
 
@@ -301,13 +306,13 @@ def decoder_kind(args: argparse.Namespace, decoders: Decoders) -> str:
 
 
 def tail(args: argparse.Namespace, config: dict[str, Any], kind: str, decoder: Decoder) -> None:
-    consumer = Consumer(reader_config(config, "sendtrack-tail"))
+    consumer = Consumer(reader_config(config, READER_GROUP))
     start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
     shown = 0
     try:
         partitions = sorted(consumer.list_topics(args.topic, timeout=10).topics[args.topic].partitions)
         consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
-        for msg in consume(consumer, partitions, args.follow or not args.from_beginning):
+        for msg in consume(consumer, args.topic, partitions, args.follow or not args.from_beginning):
             if args.key is not None and not key_matches(kind, msg, args.key):
                 continue
             decoded = decoder(Record(msg.key(), msg.value(), list(msg.headers() or [])))

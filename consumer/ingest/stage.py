@@ -67,6 +67,11 @@ class IngestStage:
         self.name = f"ingest-{mapper.name}"
         self.group_id = f"{settings.group_id}.ingest.{mapper.name}"
         self.inputs: tuple[str, ...] = (source.topic,)
+        self.operations = {
+            source.topic: ("READ",),
+            settings.topics.mta_events: ("WRITE",),
+            settings.topics.dlq: ("WRITE",),
+        }
         self.poison: set[Coordinates] = set()  # stays empty: a mapper's failure is a dead letter already
         self._mapper = mapper
         self._format_header = (FORMAT_HEADER, mapper.name.encode())  # on every event: encoded once

@@ -9,6 +9,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from consumer.kafka.access import denial
 from consumer.kafka.topics import Topics
 
 COMPACTED = {"cleanup.policy": "compact"}
@@ -40,12 +41,16 @@ def ensure_topics(
             [NewTopic(name, partitions, replication, config=_config_for(name, topics)) for name in missing],
             operation_timeout=timeout,
         )
-        for _name, future in futures.items():
+        for name, future in futures.items():
             try:
                 future.result(timeout)
             except KafkaException as exc:
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another instance won the race
-                    raise
+                if exc.args[0].name() == "TOPIC_ALREADY_EXISTS":  # another instance won the race
+                    continue
+                denied = denial(exc.args[0], name, topic_operation="CREATE", cluster_operation="CREATE")
+                if denied is not None:
+                    raise denied from None
+                raise
         _await_listed(admin, tuple(missing), timeout)
     check_copartitioned(admin, topics)
     return missing

@@ -8,6 +8,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from consumer.kafka.access import Denied, denial
+
 Headers = list[tuple[str, bytes]]
 ANY_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner picks from the key
 
@@ -24,8 +26,34 @@ def produce_waiting(
             producer.poll(0.05)
 
 
+class CheckedProducer(Producer):
+    """A producer that keeps its delivery reports' failures: how many, and the first missing permission."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._failed = 0
+        self._denied: Denied | None = None
+        super().__init__({**config, "on_delivery": self._report})
+
+    def _report(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._failed += 1
+            self._denied = self._denied or denial(error, message.topic(), topic_operation="WRITE")
+
+    def unacknowledged(self, timeout: float) -> int:
+        """Wait for every record; how many Kafka did not take. Raises Denied if one was refused for want of an
+        ACL: the next would be refused too."""
+        remaining = self.flush(timeout)
+        if self._denied is not None:
+            raise self._denied
+        return remaining + self._failed
+
+
 class DeliveryFailed(KafkaException):
     """An output record was not acknowledged: its input must not count as done."""
+
+    def __init__(self, error: KafkaError, topic: str | None = None) -> None:
+        super().__init__(error)
+        self.topic = topic  # the record's, when a delivery report said which
 
 
 class OutputProducer:
@@ -37,7 +65,7 @@ class OutputProducer:
 
     def _start(self) -> None:
         self._in_transaction = False
-        self._failures: list[KafkaError] = []
+        self._failures: list[tuple[KafkaError, str]] = []
         self._producer = Producer(self._config)
         if self.transactional:
             # Fences an earlier producer with our transactional.id and settles its open transaction.
@@ -69,9 +97,11 @@ class OutputProducer:
             callback = None if self.transactional else self._on_delivery
         produce_waiting(self._producer, topic, value, key, partition, on_delivery=callback, headers=headers)
 
-    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            self._failures.append(error)
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        # A record purged from a failed transaction: the commit raises the transaction's own error, the telling one
+        # (a topic that refused the transaction names no record).
+        if error is not None and not (self.transactional and error.code() == KafkaError._PURGE_QUEUE):
+            self._failures.append((error, message.topic()))
 
     def _also(self, on_delivery: Callable[[KafkaError | None, Message], None]) -> Callable[..., None]:
         def both(error: KafkaError | None, message: Message) -> None:
@@ -86,8 +116,8 @@ class OutputProducer:
         if remaining:
             raise DeliveryFailed(KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} records unacknowledged"))
         if self._failures:
-            failure, self._failures = self._failures[0], []
-            raise DeliveryFailed(failure)
+            (error, topic), self._failures = self._failures[0], []
+            raise DeliveryFailed(error, topic)
 
     def commit_transaction(self, offsets: Sequence[TopicPartition], group_metadata: Any, timeout: float) -> None:
         """Commit the outputs and the input offsets atomically (exactly-once)."""

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from consumer.codec.control import COMPUTE_STATS
+from consumer.kafka import access
 from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
 from consumer.ops import logging as logs
@@ -32,6 +33,7 @@ from consumer.service.stage import Stage
 __all__ = ["COMPUTE_STATS", "Service"]
 
 _POLL_S = 0.1  # one turn of the loop waits this long at most for records, shared by the stages
+_REACH_S = 10.0  # Kafka must answer the first request within this at start
 
 
 class Service:
@@ -105,12 +107,14 @@ class Service:
         for runner in self.runners:  # checks that need no broker come before joining the group
             runner.stage.prepare()
         self._start_http()
+        self._reach(base)
         if s.create_topics:
             admin = AdminClient({**base, "error_cb": self.runners[0].on_kafka_error})
             sources = tuple(source.topic for source in s.ingest)
             created = topic_admin.ensure_topics(admin, s.topics, s.partitions, extra=sources)
             if created:
                 self._log.info("topics_created", topics=created, partitions=s.partitions)
+        self._check_permissions(base)
         for runner in self.runners:  # the checks that need the broker, before anything else starts
             runner.stage.start(base)
         self.health.watchdog = self._watchdog.start()
@@ -118,6 +122,23 @@ class Service:
             start()
         for runner in self.runners:
             runner.start(base, self.client_id)
+
+    def _reach(self, base: dict[str, Any]) -> None:
+        """Kafka answers; a TLS or credential refusal raises access.Refused at once, not after the timeout."""
+        try:
+            access.reach(base, _REACH_S)
+        except access.Unreachable as exc:
+            raise StartupError(str(exc)) from None
+
+    def _check_permissions(self, base: dict[str, Any]) -> None:
+        """Every topic permission the stages need, before they start: a missing one is Denied, naming it."""
+        wanted: dict[str, set[str]] = {}
+        for runner in self.runners:
+            for topic, operations in runner.stage.operations.items():
+                wanted.setdefault(topic, set()).update(operations)
+        denied = access.missing_permission(base, {topic: sorted(ops) for topic, ops in wanted.items()}, _REACH_S)
+        if denied is not None:
+            raise denied
 
     def _loop(self) -> None:
         runners, timeout_s = self.runners, _POLL_S / len(self.runners)

@@ -60,6 +60,10 @@ class DeliveryStage:
         self._topics = settings.topics
         self.group_id = settings.group_id
         self.inputs: tuple[str, ...] = settings.topics.inputs
+        t = settings.topics
+        self.operations = {topic: ("READ",) for topic in self.inputs}
+        self.operations |= {topic: ("WRITE",) for topic in (t.kpis, t.sending_logs, t.dlq)}
+        self.operations[t.changelog] = ("READ", "WRITE")  # restored from, and written at each checkpoint
         self.poison: set[Coordinates] = set()
         self._metrics = metrics
         self._log = log.bind(stage=self.name)
@@ -80,8 +84,12 @@ class DeliveryStage:
             topic_admin.check_copartitioned(AdminClient(base_config), self._topics)
         except topic_admin.TopicLayoutError as exc:
             raise StartupError(str(exc)) from None
-        group = f"{self.group_id}.restore"
-        self.use_reader(Consumer(kafka_config.reader_config(base_config, group, reset="error")))
+        self.use_reader(Consumer(kafka_config.reader_config(base_config, self.restore_group, reset="error")))
+
+    @property
+    def restore_group(self) -> str:
+        """The changelog reader's: never joined, only looked up (DESCRIBE)."""
+        return f"{self.group_id}.restore"
 
     def use_reader(self, reader: Consumer) -> None:
         """The consumer that reads the changelog on restore (start() makes a real one; tests may pass fakes)."""
@@ -112,7 +120,7 @@ class DeliveryStage:
         stores = {partition: self._stores.open(partition) for partition in partitions}
         while True:
             try:
-                results = restore(stores, self._reader, self._topics.changelog, beat)
+                results = restore(stores, self._reader, self._topics.changelog, self.restore_group, beat)
                 break
             except ChangelogMismatch as exc:
                 self._log.warning("state_discarded", partition=exc.partition, reason=str(exc))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from consumer.kafka.access import reader_denial
 from consumer.state.changelog import apply_changelog, changelog_position
 from consumer.state.store import PartitionStore
 
@@ -37,10 +38,12 @@ def restore(
     stores: Mapping[int, PartitionStore],
     reader: Consumer,
     topic: str,
+    group: str,
     beat: Callable[[str], None] = lambda _step: None,
     timeout_s: float = 300.0,
 ) -> dict[int, RestoreResult]:
     """Replay each partition's changelog from its store's position to its end, all partitions at once.
+    `group` is the reader's (never joined); a missing permission to read is Denied, not retried.
 
     The end is where the reader reports end-of-partition (the last stable offset), not a watermark
     asked for beforehand: the read must cover every committed record whatever ListOffsets answers.
@@ -68,7 +71,7 @@ def restore(
                 elif error.code() == KafkaError._AUTO_OFFSET_RESET:
                     raise ChangelogMismatch(partition, f"{topic}[{partition}] has no offset {starts[partition]}")
                 else:
-                    raise RestoreError(f"reading {topic}: {error}")
+                    raise reader_denial(error, topic, group) or RestoreError(f"reading {topic}: {error}")
             for partition, batch in batches.items():
                 result = results[partition]
                 result.records += apply_changelog(stores[partition], batch, result.touched)

@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.kafka import config as kafka_config
+from consumer.kafka.access import denial, error_of, missing_permission
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.logging import Throttle
 from consumer.ops.metrics import Metrics
@@ -85,14 +86,37 @@ class StageRunner:
         """Make the clients and join the group (the partitions come in poll(), through on_assign). The stage's own
         start (its broker checks and clients) comes before, from the service."""
         s = self._settings
-        transactional_id = f"{self.stage.group_id}-{s.instance_id}" if s.transactional else None
-        producer_config = kafka_config.producer_config(base, transactional_id, s.partitioner)
+        producer_config = kafka_config.producer_config(base, self.transactional_id, s.partitioner)
         consumer_config = kafka_config.consumer_config(base, self.stage.group_id, s.session_timeout_ms)
         consumer_config |= {"client.id": client_id, "stats_cb": self.on_stats, "error_cb": self.on_kafka_error}
-        self.attach(OutputProducer({**producer_config, "error_cb": self.on_kafka_error}), Consumer(consumer_config))
+        self._base = base
+        try:
+            producer = OutputProducer({**producer_config, "error_cb": self.on_kafka_error})
+        except KafkaException as exc:
+            self._end_if_denied(error_of(exc))
+            raise
+        self.attach(producer, Consumer(consumer_config))
         self._consumer.subscribe(
             list(self.stage.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+
+    @property
+    def transactional_id(self) -> str | None:
+        s = self._settings
+        return f"{self.stage.group_id}-{s.instance_id}" if s.transactional else None
+
+    def _end_if_denied(self, error: KafkaError | None, topic: str | None = None) -> None:
+        """A missing permission ends the instance (Denied, exit 5): retrying cannot help. The operation on a
+        topic is READ for the stage's inputs (consumed) and WRITE for the rest (produced)."""
+        operation = "READ" if topic in self.stage.inputs else "WRITE"
+        denied = denial(
+            error, topic, topic_operation=operation, group=self.stage.group_id, transactional_id=self.transactional_id
+        )
+        if denied is not None and denied.resource == "topic" and denied.name is None:
+            # A topic refused the transaction (AddPartitionsToTxn): Kafka's authorized operations say which.
+            denied = missing_permission(self._base, self.stage.operations, KAFKA_CALL_S) or denied
+        if denied is not None:
+            raise denied
 
     def attach(self, producer: OutputProducer, consumer: Consumer) -> None:
         """Build the runner over these clients (start() makes real ones; tests may pass fakes)."""
@@ -131,7 +155,7 @@ class StageRunner:
     # -- processing ----------------------------------------------------------------------------------------
     def process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
-        records = [msg for msg in messages if msg.error() is None or self._on_consume_error(msg.error())]
+        records = [msg for msg in messages if msg.error() is None or self._on_consume_error(msg)]
         try:
             self.stage.process(records, self.works, self._clock())
         except PoisonRecord as exc:
@@ -154,7 +178,9 @@ class StageRunner:
             if work is not None and tp.offset > work.consumed.get(tp.topic, work.committed.get(tp.topic, -1)):
                 work.consumed[tp.topic] = tp.offset
 
-    def _on_consume_error(self, error: KafkaError) -> bool:
+    def _on_consume_error(self, msg: Message) -> bool:
+        error = msg.error()
+        self._end_if_denied(error, msg.topic())
         if error.fatal():
             raise KafkaFatal(f"the consumer failed: {error.str()}")
         self._warn("consume_error", error)
@@ -175,6 +201,8 @@ class StageRunner:
     # -- recovery --------------------------------------------------------------------------------------------
     def recover(self, kind: str, detail: str, error: KafkaException | None = None) -> None:
         """Abort the outputs and go back to the last committed offsets and state, waiting out Kafka."""
+        if error is not None:
+            self._end_if_denied(error_of(error), getattr(error, "topic", None))
         self._metrics.checkpoint_failures.labels(self.stage.name, kind).inc()
         self._log.error(kind, error=detail, recovery="rewinding to the last commit")
         self._trouble("checkpoint", f"{kind}: {detail}")
@@ -208,6 +236,7 @@ class StageRunner:
                 self._producer.renew()
                 break
             except KafkaException as exc:
+                self._end_if_denied(error_of(exc))
                 if is_fatal(exc) or exc.args[0].code() == KafkaError._FENCED:
                     raise KafkaFatal(f"cannot start a producer: {reason(exc)}") from None
                 if self._stopping.is_set():
@@ -251,6 +280,7 @@ class StageRunner:
                 committed = self._consumer.committed(wanted, timeout=KAFKA_CALL_S)
                 break
             except KafkaException as exc:
+                self._end_if_denied(error_of(exc))
                 self._waiting_for_kafka("committed_offsets_failed", exc)
         for tp in committed:
             if tp.offset >= 0:
@@ -318,15 +348,11 @@ class StageRunner:
                 self._metrics.consumer_lag.labels(topic, name).set(max(0, end - position))
 
 
-def _error_of(exc: BaseException) -> KafkaError | None:
-    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-
-
 def is_fatal(exc: KafkaException) -> bool:
-    error = _error_of(exc)
+    error = error_of(exc)
     return error is not None and (error.fatal() or error.code() in (KafkaError._FENCED, KafkaError._STATE))
 
 
 def reason(exc: BaseException) -> str:
-    error = _error_of(exc)
+    error = error_of(exc)
     return error.str() if error is not None else str(exc)

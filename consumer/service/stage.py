@@ -51,6 +51,7 @@ class Stage(Protocol):
     name: str  # the `stage` label of the runner's metrics
     group_id: str
     inputs: tuple[str, ...]
+    operations: dict[str, tuple[str, ...]]  # topic -> what its clients do there (READ, WRITE): its permissions
     poison: set[Coordinates]  # records to dead-letter instead of processing (see PoisonRecord)
 
     def prepare(self) -> None:

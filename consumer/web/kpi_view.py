@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
+from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
 from consumer.ops import logging as logs
 
@@ -138,6 +139,8 @@ class KpiView(KpiTable):
             remaining = self._assign_all(consumer)
             while remaining is not None and not self._stopping.is_set():
                 for msg in self._consume(consumer):
+                    if self._stopping.is_set():  # denied: the rest of the batch would say it again
+                        break
                     self._take(msg, remaining)
                 if not remaining:
                     self.loaded.set()
@@ -152,6 +155,8 @@ class KpiView(KpiTable):
             except KafkaException as exc:
                 self._log.warning("kpi_view_metadata_error", topic=self._topic, error=str(exc))
                 topic = None
+            if topic is not None and self._denied(topic.error):
+                return None
             if topic is not None and topic.error is None and topic.partitions:
                 consumer.assign([TopicPartition(self._topic, p, 0) for p in topic.partitions])
                 return set(topic.partitions)
@@ -166,12 +171,20 @@ class KpiView(KpiTable):
             self._stopping.wait(1.0)
             return []
 
+    def _denied(self, error: KafkaError | None) -> bool:
+        """A missing permission stops the view's reading, with one line naming it: retrying cannot help."""
+        denied = reader_denial(error, self._topic, self._config["group.id"])
+        if denied is not None:
+            self._log.error("kafka_denied", error=str(denied))
+            self._stopping.set()
+        return denied is not None
+
     def _take(self, msg: Any, remaining: set[int]) -> None:
         error = msg.error()
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 remaining.discard(msg.partition())
-            else:
+            elif not self._denied(error):
                 self._log.warning("kpi_view_read_error", topic=self._topic, error=str(error))
             return
         if msg.value() is None:  # a tombstone: the delivery left the compacted topic

@@ -6,9 +6,8 @@
 - ``stall()`` stops forwarding while connections stay open, ``unstall()`` delivers what was held back;
 - ``refuse(seconds)`` resets new connections for a while (accepted and reset at once: closing the port
   instead would let another process take it meanwhile);
-- ``tls=`` terminates TLS towards the clients and speaks plaintext to the target. This is how the tests
-  get a TLS broker: Tansu 0.6.0 cannot serve TLS itself (see consumer/kafka/embedded.py), so the broker
-  advertises the proxy and every client connection goes through it.
+- ``tls=`` terminates TLS towards the clients and speaks plaintext to the target (a TLS endpoint in
+  front of a plaintext server; the secured Kafka of tests/reliability/test_security.py serves TLS itself).
 
 The proxy runs an asyncio loop in one daemon thread; the public methods are called from any thread and
 return once the change is in effect. ``make_certificates`` writes the throwaway CA and server certificate
@@ -213,9 +212,10 @@ def _close(writer: asyncio.StreamWriter, reset: bool) -> None:
 
 @dataclass(frozen=True)
 class Certificates:
-    ca: Path  # PEM of the CA that signed the server certificate: what clients trust
-    cert: Path  # the server's certificate, for 127.0.0.1 and localhost
+    ca: Path  # PEM of the CA that signed the certificate: what the other side trusts
+    cert: Path  # the certificate: a server's for 127.0.0.1 and localhost, or a client's
     key: Path  # its private key (PKCS#8 PEM)
+    ca_key: Path  # the CA's private key (unencrypted PKCS#8 PEM), to sign more certificates with `issuer=`
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -226,35 +226,52 @@ class Certificates:
         return ssl.create_default_context(cafile=str(self.ca))
 
 
-def make_certificates(directory: Path, name: str = "test", key_password: str | None = None) -> Certificates:
-    """A fresh CA and a certificate it signed for 127.0.0.1 and localhost, valid for a day; its key is encrypted
-    with ``key_password`` when one is given (needs the `cryptography` package)."""
+def make_certificates(
+    directory: Path,
+    name: str = "test",
+    key_password: str | None = None,
+    *,
+    subject: str = "localhost",
+    issuer: Certificates | None = None,
+    expired: bool = False,
+) -> Certificates:
+    """A certificate with CN `subject` for 127.0.0.1 and localhost, valid for a day (or `expired` a day ago),
+    signed by `issuer`'s CA or by a fresh CA of its own; its key is encrypted with ``key_password`` when one is
+    given (needs the `cryptography` package)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import load_pem_x509_certificate
 
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate(f"{name} CA", ca_key, f"{name} CA", ca_key)
-    server = _certificate("localhost", server_key, f"{name} CA", ca_key)
+    pem, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
     directory.mkdir(parents=True, exist_ok=True)
-    files = Certificates(directory / f"{name}-ca.pem", directory / f"{name}-cert.pem", directory / f"{name}-key.pem")
-    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    if issuer is None:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = _certificate(f"{name} CA", ca_key, f"{name} CA", ca_key)
+        files = Certificates(*(directory / f"{name}-{part}.pem" for part in ("ca", "cert", "key", "ca-key")))
+        files.ca.write_bytes(ca.public_bytes(pem))
+        files.ca_key.write_bytes(ca_key.private_bytes(pem, pkcs8, serialization.NoEncryption()))
+    else:
+        ca_key = serialization.load_pem_private_key(issuer.ca_key.read_bytes(), None)
+        ca = load_pem_x509_certificate(issuer.ca.read_bytes())
+        files = Certificates(issuer.ca, directory / f"{name}-cert.pem", directory / f"{name}-key.pem", issuer.ca_key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer_name = ca.subject.rfc4514_string().removeprefix("CN=")
+    files.cert.write_bytes(_certificate(subject, key, issuer_name, ca_key, expired).public_bytes(pem))
     encryption = (
         serialization.BestAvailableEncryption(key_password.encode()) if key_password else serialization.NoEncryption()
     )
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    files.key.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, pkcs8, encryption))
+    files.key.write_bytes(key.private_bytes(pem, pkcs8, encryption))
     return files
 
 
-def _certificate(subject: str, key: Any, issuer: str, issuer_key: Any) -> Any:
-    """An X.509 certificate; a CA's when it signs itself, else a server's for 127.0.0.1 and localhost."""
+def _certificate(subject: str, key: Any, issuer: str, issuer_key: Any, expired: bool = False) -> Any:
+    """An X.509 certificate; a CA's when it signs itself, else one for 127.0.0.1 and localhost."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
     ca = key is issuer_key
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2 if expired else 0)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))

