@@ -35,6 +35,7 @@ EXPECTED_KPI = {
     "click_through_rate_pct": 100.0 * 2 / 9,
     "progress_pct": 100.0,
     "final": False,
+    "archived": False,
     "confirmations_rejected": 1,
 }
 

@@ -29,7 +29,11 @@ class AvroCodec:
 
     @classmethod
     def named(cls, name: str) -> AvroCodec:
-        return cls(schemas.load(name))
+        """The current schema's codec; it also reads what the schema's earlier versions wrote."""
+        codec = cls(schemas.load(name))
+        for definition in schemas.previous(name):
+            codec.register_writer(definition)
+        return codec
 
     def register_writer(self, definition: dict[str, Any]) -> None:
         """Accept records written with an older (or newer) compatible schema version."""

@@ -100,3 +100,8 @@ def build_schema(name: str, definition: dict[str, Any]) -> Schema:
 def load(name: str) -> Schema:
     path = schemas_dir() / f"{name}.avsc"
     return build_schema(name, json.loads(path.read_text()))
+
+
+def previous(name: str) -> list[dict[str, Any]]:
+    """Earlier versions of a schema (schemas/previous/<name>.<n>.avsc): records they wrote stay readable."""
+    return [json.loads(path.read_text()) for path in sorted((schemas_dir() / "previous").glob(f"{name}.*.avsc"))]

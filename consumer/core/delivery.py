@@ -39,6 +39,7 @@ class DeliveryState:
     scheduled: bool = False
     cancelled: bool = False
     final: bool = False  # the validity period is over
+    archived: bool = False  # final for longer than the retention: message-level state dropped, counters kept
     counters: KpiCounters = field(default_factory=KpiCounters)
     version: int = 0  # of the last published KPI record
     updated_at: int = 0  # latest event time applied

@@ -1,9 +1,13 @@
 """Batch apply: one partition's events in, status changes and KPI snapshots out.
 
-The processor keeps every delivery of its partition in memory (they are few) and reads
-messages through the PartitionState, so KPIs move by deltas and are never rescanned;
-only the two lifecycle moments that change many statuses at once (the validity end, a
-PREPARED that switches EFS) walk a delivery's messages.
+The processor keeps every live delivery of its partition in memory and reads messages
+through the PartitionState, so KPIs move by deltas and are never rescanned; only the two
+lifecycle moments that change many statuses at once (the validity end, a PREPARED that
+switches EFS) walk a delivery's messages.
+
+Retention: a delivery final for longer than `retention_ms` (by the same clock that ends
+validity periods) is archived at the next clock step: its message-level state is deleted,
+its record keeps the final counters, and it leaves memory. Later input for it is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from consumer.core.status import (
 APPLIED = "applied"
 DUPLICATE = "duplicate"  # changed nothing: a redelivery, or a fact already known
 REJECTED = "rejected"
+ARCHIVED = "archived"  # for a delivery already archived: refused, changes nothing
 
 REJECTED_CONFIRMATION = "REJECTED_CONFIRMATION"
 # Counted once per distinct event id (count_once), by kind: the counter each one adds to.
@@ -58,9 +63,10 @@ class Output:
 
 
 class PartitionProcessor:
-    def __init__(self, state: PartitionState, efs_default: bool = False) -> None:
+    def __init__(self, state: PartitionState, efs_default: bool = False, retention_ms: int | None = None) -> None:
         self._state = state
         self._efs_default = efs_default
+        self._retention_ms = retention_ms  # None: deliveries are never archived
         self._deliveries = {d.delivery_id: d for d in state.deliveries()}
         self._time = state.watermark()  # max(event-time watermark, wall clock seen)
         self._watermark = self._time
@@ -92,6 +98,8 @@ class PartitionProcessor:
         for delivery in self._deliveries.values():
             if not delivery.final and delivery.validity_over_at(now_ms):
                 self._sync_final(delivery)
+            if self._archive_due(delivery):
+                self._archive(delivery)
 
     def take_sending_logs(self) -> list[dict[str, Any]]:
         """The status changes so far, for a caller that publishes them before the checkpoint."""
@@ -106,6 +114,8 @@ class PartitionProcessor:
             delivery.version += 1
             self._state.put_delivery(delivery)
             out.kpis.append(kpi_record(delivery))
+            if delivery.archived:  # its last KPI is out: it leaves memory
+                del self._deliveries[delivery_id]
         self._dirty.clear()
         if self._watermark != self._stored_watermark:  # an idle partition stages nothing
             self._state.put_watermark(self._watermark)
@@ -114,10 +124,18 @@ class PartitionProcessor:
 
     # -- queries -----------------------------------------------------------------------
     def delivery(self, delivery_id: str) -> DeliveryState | None:
+        """A live delivery (an archived one only until its last KPI is taken)."""
         return self._deliveries.get(delivery_id)
 
     def delivery_ids(self) -> list[str]:
         return list(self._deliveries)
+
+    def archived(self, delivery_id: str) -> DeliveryState | None:
+        """The delivery if it is archived: its final counters; input for it is refused."""
+        live = self._deliveries.get(delivery_id)
+        if live is not None:
+            return live if live.archived else None
+        return self._state.archived(delivery_id)
 
     def recompute(self, delivery_id: str) -> KpiCounters:
         """Compute stats: the delivery's counters summed again from its messages' statuses."""
@@ -134,11 +152,17 @@ class PartitionProcessor:
         """Recompute a delivery's counters; adopt them if they differ. None if the delivery is unknown.
 
         Returns whether the incremental counters matched. A changed delivery is published; so is
-        every delivery asked for with publish=True (the compute-stats command).
+        every delivery asked for with publish=True (the compute-stats command). An archived delivery
+        has no messages left to sum: its final counters are the answer, republished as they are.
         """
-        delivery = self._deliveries.get(delivery_id)
+        delivery = self._deliveries.get(delivery_id) or self._state.archived(delivery_id)
         if delivery is None:
             return None
+        if delivery.archived:
+            if publish:  # back in memory until take_output() has published it
+                self._deliveries[delivery_id] = delivery
+                self._touch(delivery)
+            return True
         recomputed = self.recompute(delivery_id)
         matched = recomputed == delivery.counters
         if not matched:
@@ -167,7 +191,26 @@ class PartitionProcessor:
             cap = self._time_cap
             self._watermark = occurred_at if cap is None or occurred_at <= cap else max(self._watermark, cap)
 
+    def _refused_as_archived(self, event: Event) -> bool:
+        """Input for an archived delivery changes nothing (the service dead-letters it before it gets here)."""
+        if self.archived(event["delivery_id"]) is None:
+            return False
+        self._out.outcomes[event["type"], ARCHIVED] += 1
+        return True
+
+    def _archive_due(self, delivery: DeliveryState) -> bool:
+        retention, end = self._retention_ms, delivery.validity_end
+        return retention is not None and delivery.final and end is not None and self._time >= end + retention
+
+    def _archive(self, delivery: DeliveryState) -> None:
+        """Drop the message-level state; the record keeps the final counters and its KPI goes out marked."""
+        delivery.archived = True
+        self._state.drop_messages(delivery.delivery_id)
+        self._touch(delivery)
+
     def _apply_delivery(self, event: Event) -> None:
+        if self._refused_as_archived(event):
+            return
         delivery = self._delivery_for(event["delivery_id"])
         self._see_event_time(delivery, event["occurred_at"])
         efs_before = delivery.efs
@@ -190,6 +233,8 @@ class PartitionProcessor:
         self._sync_final(delivery)
 
     def _apply_mta(self, event: Event) -> None:
+        if self._refused_as_archived(event):
+            return
         delivery_id = event["delivery_id"]
         delivery = self._delivery_for(delivery_id)
         kind = event["type"]
@@ -302,6 +347,7 @@ def kpi_record(delivery: DeliveryState) -> dict[str, Any]:
         "to_deliver": delivery.to_deliver,
         **kpi_figures(delivery.counters, delivery.to_deliver),
         "final": delivery.final,
+        "archived": delivery.archived,
         "version": delivery.version,
         "updated_at": delivery.updated_at,
     }

@@ -22,9 +22,21 @@ class PartitionState(Protocol):
         """Every message of the delivery as (state, how many messages share it): all a recompute needs."""
         ...
 
-    def deliveries(self) -> Iterable[DeliveryState]: ...
+    def deliveries(self) -> Iterable[DeliveryState]:
+        """The live (not archived) deliveries."""
+        ...
 
-    def put_delivery(self, delivery: DeliveryState) -> None: ...
+    def put_delivery(self, delivery: DeliveryState) -> None:
+        """Stage the delivery's record; an archived one replaces its live record by its archived record."""
+        ...
+
+    def archived(self, delivery_id: str) -> DeliveryState | None:
+        """The delivery's archived record (its final counters), if it was archived."""
+        ...
+
+    def drop_messages(self, delivery_id: str) -> None:
+        """Delete every message and counted-once record of the delivery (archiving)."""
+        ...
 
     def count_once(self, delivery_id: str, event_id: str, kind: str) -> bool:
         """Record an event id of a kind counted per distinct event (OPEN, CLICK, a rejected confirmation);

@@ -48,7 +48,7 @@ def merge(key: bytes, current: bytes | None, incoming: bytes | None) -> bytes | 
     if key.startswith(records.MESSAGE):
         joined = join_messages(records.decode_message(current), records.decode_message(incoming))
         return records.encode_message(joined)
-    if key.startswith(records.DELIVERY):
+    if key.startswith((records.DELIVERY, records.ARCHIVED)):
         older, newer = records.decode_delivery(current), records.decode_delivery(incoming)
         newer.version = max(older.version, newer.version)  # versions never go back
         return records.encode_delivery(newer)

@@ -12,7 +12,8 @@ from consumer.core.processor import REJECTED_CONFIRMATION
 from consumer.core.status import Bounce, MessageState
 
 MESSAGE = b"m\x00"
-DELIVERY = b"d\x00"
+DELIVERY = b"d\x00"  # a live delivery
+ARCHIVED = b"a\x00"  # an archived delivery: its final record, apart so that opening a partition never reads it
 COUNTED = b"e\x00"  # MTA events (mta.events) counted once per event id: opens, clicks
 # Rejected confirmations (the deliveries topic) counted once per event id. Their ids are chosen by other
 # producers than MTA events', so an equal id is a different event: sharing COUNTED's keys lost one count.
@@ -33,6 +34,10 @@ def messages_prefix(delivery_id: str) -> bytes:
 
 def delivery_key(delivery_id: str) -> bytes:
     return DELIVERY + delivery_id.encode()
+
+
+def archived_key(delivery_id: str) -> bytes:
+    return ARCHIVED + delivery_id.encode()
 
 
 def counted_key(delivery_id: str, event_id: str) -> bytes:
@@ -96,7 +101,7 @@ def decode_delivery(value: bytes) -> DeliveryState:
 
 def delivery_of(key: bytes) -> str | None:
     """The delivery a state key belongs to; None for partition-wide keys."""
-    if key.startswith(DELIVERY):
+    if key.startswith((DELIVERY, ARCHIVED)):
         return key[2:].decode()
     if key.startswith((MESSAGE, COUNTED, REJECTED)):
         return key[2:].partition(_SEP)[0].decode()

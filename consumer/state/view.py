@@ -25,6 +25,7 @@ class StateView:
         self._dirty_messages: set[tuple[str, str]] = set()
         self._deliveries: dict[bytes, DeliveryState] = {}
         self._counted: dict[bytes, bytes] = {}  # events counted once per id, by key: their kind
+        self._dropped: set[bytes] = set()  # keys of archived deliveries' messages and counted events, to delete
         self._watermark: int | None = None
 
     @property
@@ -76,6 +77,22 @@ class StateView:
     def put_delivery(self, delivery: DeliveryState) -> None:
         self._deliveries[records.delivery_key(delivery.delivery_id)] = delivery
 
+    def archived(self, delivery_id: str) -> DeliveryState | None:
+        staged = self._deliveries.get(records.delivery_key(delivery_id))
+        if staged is not None:
+            return staged if staged.archived else None
+        value = self._store.get(records.archived_key(delivery_id))
+        return None if value is None else records.decode_delivery(value)
+
+    def drop_messages(self, delivery_id: str) -> None:
+        for prefix in (records.messages_prefix(delivery_id), *records.counted_prefixes(delivery_id)):
+            self._dropped.update(key for key, _ in self._store.scan(prefix))
+            for key in [key for key in self._counted if key.startswith(prefix)]:
+                del self._counted[key]
+        for key in [key for key in self._messages if key[0] == delivery_id]:
+            del self._messages[key]
+            self._dirty_messages.discard(key)
+
     def count_once(self, delivery_id: str, event_id: str, kind: str) -> bool:
         # Rejections and engagements have ids from different topics' producers: each kind its own keys.
         legacy = records.counted_key(delivery_id, event_id)  # engagements' key; rejections' one before
@@ -116,10 +133,14 @@ class StateView:
     def stage(self) -> dict[bytes, bytes | None]:
         """Encode what changed since the last stage and start afresh."""
         messages, encode = self._messages, records.encode_message
-        changes: dict[bytes, bytes | None] = {
-            records.message_key(*key): encode(messages[key]) for key in self._dirty_messages
-        }
-        changes.update((key, records.encode_delivery(d)) for key, d in self._deliveries.items())
+        changes: dict[bytes, bytes | None] = dict.fromkeys(self._dropped)
+        changes.update((records.message_key(*key), encode(messages[key])) for key in self._dirty_messages)
+        for key, delivery in self._deliveries.items():
+            if delivery.archived:  # the live record goes, the archived one stays
+                changes[key] = None
+                changes[records.archived_key(delivery.delivery_id)] = records.encode_delivery(delivery)
+            else:
+                changes[key] = records.encode_delivery(delivery)
         changes.update(self._counted)
         if self._watermark is not None:
             changes[records.WATERMARK] = b"%d" % self._watermark
@@ -127,5 +148,6 @@ class StateView:
         self._dirty_messages.clear()
         self._deliveries.clear()
         self._counted.clear()
+        self._dropped.clear()
         self._watermark = None
         return changes

@@ -1,0 +1,180 @@
+"""Retention: a delivery final for longer than the retention is archived, by the clock that ends validity periods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+
+from consumer.core.delivery import DeliveryState
+from consumer.core.processor import ARCHIVED, PartitionProcessor, kpi_record
+from consumer.state import records
+from consumer.state.changelog import apply_changelog
+from consumer.state.memory import MemoryStore
+from consumer.state.store import OFFSETS_PREFIX
+from consumer.state.view import StateView
+from tests.core.builders import delivery_event, mta, prepared
+from tests.core.test_properties import histories
+
+END = 10_000  # the validity end
+RETENTION = 5_000
+
+
+class Partition:
+    """A processor over a memory store, checkpointed by hand: what the service does, without Kafka."""
+
+    def __init__(self, retention: int | None = RETENTION, store: MemoryStore | None = None) -> None:
+        self.store = store or MemoryStore()
+        self.changelog: list[tuple[bytes, bytes | None, int]] = []
+        self.retention = retention
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Forget everything uncommitted (a rewind, a restart)."""
+        self.view = StateView(self.store)
+        self.processor = PartitionProcessor(self.view, retention_ms=self.retention)
+
+    def checkpoint(self, now_ms: int | None = None) -> list[dict[str, Any]]:
+        if now_ms is not None:
+            self.processor.advance_clock(now_ms)
+        kpis = self.processor.take_output().kpis
+        changes = self.view.stage()
+        self.changelog += [(key, value, len(self.changelog) + i) for i, (key, value) in enumerate(changes.items())]
+        self.store.write(changes, {})
+        return kpis
+
+
+def sent_send(partition: Partition, delivery_id: str = "d") -> None:
+    partition.processor.apply(
+        [
+            prepared(delivery_id, efs=True, to_deliver=3, validity_end=END),
+            mta(delivery_id, "m1", "DELIVERED", at=100),
+            mta(delivery_id, "m2", "HARD_BOUNCE", at=110, reason="user_unknown"),
+            mta(delivery_id, "m1", "OPEN", at=120),
+            mta(delivery_id, "m1", "OPEN", at=130),
+            mta(delivery_id, "m3", "SOFT_BOUNCE", at=140, reason="mailbox_full"),
+        ],
+        now_ms=200,
+    )
+
+
+def figures(delivery: DeliveryState) -> dict[str, Any]:
+    return {k: v for k, v in kpi_record(delivery).items() if k not in ("archived", "version")}
+
+
+def keys_of(store: MemoryStore, delivery_id: str) -> set[bytes]:
+    prefixes = (records.messages_prefix(delivery_id), *records.counted_prefixes(delivery_id))
+    return {key for prefix in prefixes for key, _ in store.scan(prefix)}
+
+
+def test_a_final_delivery_is_archived_once_the_retention_has_passed() -> None:
+    partition = Partition()
+    sent_send(partition)
+    partition.checkpoint(now_ms=300)
+    [final] = partition.checkpoint(now_ms=END)  # the validity end fails the soft bounce
+    assert final["final"] and not final["archived"]
+    assert partition.checkpoint(now_ms=END + RETENTION - 1) == []  # not yet
+    assert keys_of(partition.store, "d")
+
+    [archived] = partition.checkpoint(now_ms=END + RETENTION)
+    assert archived["archived"] and archived["version"] == final["version"] + 1
+    assert {k: v for k, v in archived.items() if k not in ("archived", "version")} == {
+        k: v for k, v in final.items() if k not in ("archived", "version")
+    }
+    assert keys_of(partition.store, "d") == set()  # messages and counted events gone
+    assert partition.store.get(records.delivery_key("d")) is None
+    assert records.decode_delivery(partition.store.get(records.archived_key("d"))).counters.opens_total == 2
+    assert partition.processor.delivery_ids() == []  # out of memory
+
+
+def test_deliveries_that_are_not_final_are_never_archived() -> None:
+    partition = Partition()
+    partition.processor.apply(
+        [
+            prepared("open-ended", efs=False, validity_end=None),
+            mta("open-ended", "m1", "RELAYED", at=100),
+            prepared("later", efs=False, validity_end=10**12),
+            mta("later", "m1", "RELAYED", at=100),
+        ],
+        now_ms=200,
+    )
+    partition.checkpoint(now_ms=10**11)
+    assert sorted(partition.processor.delivery_ids()) == ["later", "open-ended"]
+    assert keys_of(partition.store, "open-ended") and keys_of(partition.store, "later")
+
+
+def test_a_future_dated_event_does_not_bring_the_archive_forward() -> None:
+    partition = Partition()
+    sent_send(partition)
+    partition.checkpoint(now_ms=END)
+    # Dated far ahead, but the wall clock says END + 1: time moves to the wall clock at most.
+    partition.processor.apply([mta("d", "m1", "CLICK", at=END + 10 * RETENTION)], now_ms=END + 1)
+    [kpi] = partition.checkpoint()
+    assert not kpi["archived"]
+    assert keys_of(partition.store, "d")
+
+
+def test_late_input_for_an_archived_delivery_changes_nothing() -> None:
+    partition = Partition()
+    sent_send(partition)
+    [archived] = partition.checkpoint(now_ms=END + RETENTION)
+    partition.processor.apply(
+        [mta("d", "m1", "CLICK", at=END + RETENTION + 1), delivery_event("d", "CANCELLED", at=END + RETENTION + 2)]
+    )
+    out = partition.processor.take_output()
+    assert out.kpis == [] and out.sending_logs == []
+    assert out.outcomes == {("CLICK", ARCHIVED): 1, ("CANCELLED", ARCHIVED): 1}
+    assert (
+        partition.processor.archived("d").counters
+        == records.decode_delivery(partition.store.get(records.archived_key("d"))).counters
+    )
+    assert archived["clicks_total"] == 0
+
+
+def test_compute_stats_on_an_archived_delivery_republishes_its_final_counters() -> None:
+    partition = Partition()
+    sent_send(partition)
+    [archived] = partition.checkpoint(now_ms=END + RETENTION)
+    partition.reopen()  # a restart: the archived delivery is not in memory
+    assert partition.processor.compute_stats("d") is True
+    [again] = partition.checkpoint()
+    assert again["archived"] and again["version"] == archived["version"] + 1
+    assert {k: v for k, v in again.items() if k != "version"} == {k: v for k, v in archived.items() if k != "version"}
+    assert partition.processor.delivery_ids() == []
+    assert partition.processor.compute_stats("unknown") is None
+
+
+def test_archiving_is_redone_after_a_rewind_and_restores_from_the_changelog() -> None:
+    partition = Partition()
+    sent_send(partition)
+    partition.checkpoint(now_ms=300)
+    partition.processor.advance_clock(END + RETENTION)  # archived in memory, never committed
+    partition.reopen()
+    assert partition.processor.delivery_ids() == ["d"] and keys_of(partition.store, "d")
+    [archived] = partition.checkpoint(now_ms=END + RETENTION)
+    assert archived["archived"]
+    restored = MemoryStore()
+    apply_changelog(restored, partition.changelog, set())
+    state = {k: v for k, v in restored.scan(b"") if not k.startswith(OFFSETS_PREFIX)}
+    assert state == dict(partition.store.scan(b""))  # the tombstones deleted what the archive deleted
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_an_archived_kpi_is_the_final_kpi_whatever_the_history(events: list[dict[str, Any]]) -> None:
+    """Against the same history without retention: the archived KPIs are its final KPIs."""
+    late = 10**6  # beyond every validity end the histories use, and beyond it plus the retention
+    kept, archiving = Partition(retention=None), Partition(retention=RETENTION)
+    finals: dict[str, dict[str, Any]] = {}
+    for partition in (kept, archiving):
+        partition.processor.apply(events, now_ms=1_000)
+        partition.checkpoint(now_ms=late)
+        partition.checkpoint(now_ms=late + RETENTION)
+    for delivery_id in kept.processor.delivery_ids():
+        finals[delivery_id] = figures(kept.processor.delivery(delivery_id))
+    for delivery_id, final in finals.items():
+        archived = archiving.processor.archived(delivery_id)
+        if kept.processor.delivery(delivery_id).final:
+            assert archived is not None and figures(archived) == final
+        else:
+            assert archived is None and delivery_id in archiving.processor.delivery_ids()
