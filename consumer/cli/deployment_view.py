@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
@@ -33,6 +34,9 @@ class InstanceOwnerState:
 
     def owned_partitions(self) -> set[int]:
         return self._deliveries.owned_partitions()
+
+    def delivery_kpi(self, delivery_id: str) -> dict[str, Any] | None:
+        return self._deliveries.kpis.get(delivery_id)
 
     def failed_messages(self, delivery_id: str, after: str | None, limit: int) -> FailedPage:
         found = self._deliveries.committed_messages(delivery_id, after, PAGE_SCAN_BUDGET)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import unquote
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,14 @@ class Request:
     body: bytes
     client: str  # "host:port" of the peer
     secure: bool  # came over TLS
+    raw_path: str = ""  # the path as sent (percent-encoded); empty when made from a decoded path
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """The path's segments, each decoded on its own: an id holding '/' (sent as %2F) stays one segment."""
+        if not self.raw_path:
+            return tuple(self.path[1:].split("/"))
+        return tuple(unquote(part) for part in self.raw_path[1:].split("/"))
 
 
 @dataclass

@@ -4,9 +4,9 @@ The server owns the HTTP (ops/exchange.py says what a page handler sees). It bou
 request line over 8 KiB is 414; a header line over 8 KiB, more than 16 KiB or 100 headers in all, 431; a body over
 64 KiB, 413 (a body needs a Content-Length: 411); anything malformed, 400; a method other than GET, HEAD and POST,
 405. Every error body is JSON. HEAD is answered from the GET response without its body. /metrics, /healthz and
-/readyz are the server's own; any other request goes to the optional `exchange.Handler`, and /deliveries/<id>
-falls back to the instance's own KPI when the handler does not take it. A client that leaves, times out or fails
-the TLS handshake is one structured log line, not a traceback on stderr. Each response ends its connection
+/readyz are the server's own; any other request goes to the optional `exchange.Handler` (a path it does not
+take is 404); without a handler, /deliveries/<id> answers the instance's own KPI. A client that leaves, times
+out or fails the TLS handshake is one structured log line, not a traceback on stderr. Each response ends its connection
 (HTTP/1.0), which is also how a streamed body ends.
 """
 
@@ -112,9 +112,8 @@ class _Routes:
     def respond(self, request: Request) -> Response:
         if request.path in OWN_PATHS:
             return self._own(request)
-        response = self._handler.handle(request) if self._handler is not None else None
-        if response is not None:
-            return response
+        if self._handler is not None:  # it owns every other path, and checks who asks: no fallback around it
+            return self._handler.handle(request) or error(HTTPStatus.NOT_FOUND, "not found")
         if request.path.startswith(DELIVERIES):
             return self._delivery(request)
         return error(HTTPStatus.NOT_FOUND, "not found")
@@ -298,6 +297,7 @@ class _Exchange(BaseHTTPRequestHandler):
             body=body,
             client=f"{self.client_address[0]}:{self.client_address[1]}",
             secure=isinstance(self.connection, ssl.SSLSocket),
+            raw_path=url.path,
         )
 
     def _respond(self, request: Request) -> Response:

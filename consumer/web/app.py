@@ -8,13 +8,11 @@ forwarded there.
 from __future__ import annotations
 
 import json
-import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry
 
@@ -22,17 +20,19 @@ from consumer.codec.control import COMPUTE_STATS
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
 from consumer.ops.exchange import Request, Response
-from consumer.web import pages
+from consumer.web import pages, routes
 from consumer.web.actions import CONFIRM, MESSAGES, Actions, Outcome, Publisher
 from consumer.web.auth import Auth, Identity
 from consumer.web.csrf import JSON, Csrf, media_type
 from consumer.web.kpi_view import KpiEntry, KpiTable
 from consumer.web.owner_state import OwnerState
 from consumer.web.owners import INSTANCE_PATH, Owners, forward, is_routed, redirect
+from consumer.web.routes import Route
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 HTML = "text/html; charset=utf-8"
+ACTIONS = f"{CONFIRM}|{COMPUTE_STATS}"
 _SECURITY_HEADERS = [
     (
         "Content-Security-Policy",
@@ -75,19 +75,15 @@ class WebApp:
         self._heartbeat_s = heartbeat_s
         self._clock = clock
         self._log = logs.get("sendtrack.web")
-        delivery = r"(?P<delivery_id>.+)"
-        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response | None]]] = [
-            (method, re.compile(pattern), answer)
-            for method, pattern, answer in [
-                ("GET", r"/", self._list_page),
-                ("GET", r"/events", self._events),
-                ("GET", r"/api/deliveries", self._api_list),
-                ("GET", rf"/api/deliveries/{delivery}/failed", self._api_failed),
-                ("GET", rf"/api/deliveries/{delivery}/messages", self._api_message),
-                ("POST", rf"/api/deliveries/{delivery}/(?P<action>confirm|compute-stats)", self._api_action),
-                ("POST", rf"/deliveries/{delivery}/(?P<action>confirm|compute-stats)", self._form_action),
-                ("GET", rf"/deliveries/{delivery}", self._delivery),
-            ]
+        self._routes = [
+            Route.of("GET", "/", self._list_page),
+            Route.of("GET", "/events", self._events),
+            Route.of("GET", "/api/deliveries", self._api_list),
+            Route.of("GET", "/api/deliveries/{delivery_id}/failed", self._api_failed),
+            Route.of("GET", "/api/deliveries/{delivery_id}/messages", self._api_message),
+            Route.of("POST", f"/api/deliveries/{{delivery_id}}/{{action={ACTIONS}}}", self._api_action),
+            Route.of("POST", f"/deliveries/{{delivery_id}}/{{action={ACTIONS}}}", self._form_action),
+            Route.of("GET", "/deliveries/{delivery_id}", self._delivery),
         ]
 
     def handle(self, request: Request) -> Response | None:
@@ -106,17 +102,13 @@ class WebApp:
 
     def _route(self, request: Request) -> tuple[Callable[..., Response | None], dict[str, str]] | Response | None:
         """The answer and its path parameters; a 405 for a known path and another method; None if not ours."""
-        method = "GET" if request.method == "HEAD" else request.method
-        allowed = set()
-        for route_method, pattern, answer in self._routes:
-            match = pattern.fullmatch(request.path)
-            if match is not None and route_method == method:
-                return answer, match.groupdict()
-            if match is not None:
-                allowed.add(route_method)
-        if allowed:
-            return _json(405, {"error": f"{request.method} not allowed"}, [("Allow", ", ".join(sorted(allowed)))])
-        return None
+        found = routes.find(self._routes, request)
+        if isinstance(found, set):
+            return _json(405, {"error": f"{request.method} not allowed"}, [("Allow", ", ".join(sorted(found)))])
+        if found is None:
+            return None
+        route, params = found
+        return route.answer, params  # type: ignore[return-value]
 
     # -- reading -----------------------------------------------------------------------------------------
     def _read_refusal(self, request: Request, identity: Identity | None) -> Response | None:
@@ -168,9 +160,10 @@ class WebApp:
         cursor = self.kpis.cursor()  # before the entry: live updates may repeat a change, never miss one
         entry = self.kpis.get(delivery_id)
         if "text/html" not in request.headers.get("accept", ""):
-            # The KPI record exactly as the topic has it, from any instance (scripts and today's clients). One this
-            # view has not read yet is left to the server, which asks the owner's own state.
-            return _json(200, entry.kpi) if entry else None
+            # The KPI record exactly as the topic has it, from any instance (scripts and today's clients); one this
+            # view has not read yet, from the owner's own state when this instance owns it.
+            kpi = entry.kpi if entry else self._owner_state.delivery_kpi(delivery_id) if self._owner_state else None
+            return _json(200, kpi) if kpi else _json(404, {"error": f"unknown delivery {delivery_id!r}"})
         if entry is None:
             return self._error(request, identity, 404, f"No delivery {delivery_id!r}.")
         return self._at_owner(
@@ -281,7 +274,8 @@ class WebApp:
                 return self._outcome_page(request, identity, delivery_id, outcome)
         outcome = self._act(action, identity, delivery_id)
         if outcome.status == 202:
-            return Response(303, b"", HTML, [("Location", f"/deliveries/{_quote(delivery_id)}?notice={action}")])
+            back = f"/deliveries/{routes.segment(delivery_id)}?notice={action}"
+            return Response(303, b"", HTML, [("Location", back)])
         return self._outcome_page(request, identity, delivery_id, outcome)
 
     def _api_action(self, request: Request, identity: Identity | None, delivery_id: str, action: str) -> Response:
@@ -307,7 +301,7 @@ class WebApp:
         self, request: Request, identity: Identity | None, delivery_id: str, outcome: Outcome
     ) -> Response:
         challenges = self.auth.challenges() if outcome.status == 401 else []
-        back = f"/deliveries/{_quote(delivery_id)}"
+        back = f"/deliveries/{routes.segment(delivery_id)}"
         return self._error(request, identity, outcome.status, outcome.message, challenges, back)
 
     # -- plumbing --------------------------------------------------------------------------------------------
@@ -360,10 +354,6 @@ def _param(request: Request, name: str) -> str | None:
 def _int_param(request: Request, name: str, default: int) -> int:
     value = _param(request, name)
     return int(value) if value is not None and value.isdigit() and int(value) > 0 else default
-
-
-def _quote(delivery_id: str) -> str:
-    return quote(delivery_id, safe="")
 
 
 def _json(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from consumer.core.events import Fact
 from consumer.core.status import FAILED, Bounce, MessageState, failure_reason, message_status
@@ -51,6 +51,10 @@ class OwnerState(Protocol):
     """Message-level queries answered by the instance that owns a partition; safe to call from HTTP threads."""
 
     def owned_partitions(self) -> set[int]: ...
+
+    def delivery_kpi(self, delivery_id: str) -> dict[str, Any] | None:
+        """The last KPI this instance published for a delivery it owns; None otherwise."""
+        ...
 
     def failed_messages(self, delivery_id: str, after: str | None, limit: int) -> FailedPage:
         """Failed messages with message id > after, in message id order."""

@@ -75,8 +75,13 @@ class FakeOwnerState:
     final: bool = False
     calls: list[tuple[Any, ...]] = field(default_factory=list)
 
+    kpis: dict[str, dict[str, Any]] = field(default_factory=dict)  # what the owner published itself
+
     def owned_partitions(self) -> set[int]:
         return set(self.partitions)
+
+    def delivery_kpi(self, delivery_id: str) -> dict[str, Any] | None:
+        return self.kpis.get(delivery_id)
 
     def failed_messages(self, delivery_id: str, after: str | None, limit: int) -> FailedPage:
         self.calls.append(("failed_messages", delivery_id, after, limit))

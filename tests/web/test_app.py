@@ -59,7 +59,9 @@ def test_a_delivery_as_json_is_the_kpi_record_exactly(open_view: View) -> None:
     assert json.loads(text(response)) == kpi(
         "d1", processed=10, sent=9, failed=1, delivered_pct=90.0, bounces_errors_pct=10.0
     )
-    assert open_view.app.handle(request("/deliveries/nope")) is None  # the server asks the owner's own state
+    assert open_view.get("/deliveries/nope").status == 404
+    open_view.owner_state.kpis["fresh"] = kpi("fresh")  # published here, not yet read back from the topic
+    assert json.loads(text(open_view.get("/deliveries/fresh"))) == kpi("fresh")
     listed = json.loads(text(open_view.get("/api/deliveries", state="SENDING")))
     assert [d["delivery_id"] for d in listed["deliveries"]] == ["d1"]
 

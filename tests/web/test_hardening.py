@@ -1,0 +1,59 @@
+"""What the security review found, each attack reproduced against the served view (two instances where it matters).
+
+Every test here failed before its fix.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from consumer.web.auth import Auth, load_web_config
+from tests.web.fakes import View, basic, kpi, write_web_config
+from tests.web.serving import serve
+
+ALICE = basic("alice", "alice-pw")  # start_deliveries
+BOB = basic("bob", "bob-pw")  # viewer
+HTML = {"accept": "text/html"}
+
+
+@pytest.fixture(scope="module")
+def web_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_web_config(tmp_path_factory.mktemp("web"))
+
+
+@pytest.fixture
+def view(web_config: Path) -> View:
+    return View(Auth(load_web_config(web_config)))
+
+
+def fetch(url: str, path: str, headers: dict[str, str] | None = None, method: str = "GET", body: bytes = b""):
+    """A request with the path sent byte for byte as given (no client-side normalisation)."""
+    parts = url.split("//", 1)[1]
+    connection = http.client.HTTPConnection(parts, timeout=5)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read()
+    finally:
+        connection.close()
+
+
+# -- 1. an id no route matched reached the server's fallback, which checks nobody ------------------------------
+@pytest.mark.parametrize("delivery_id", ["d1\n", "a\nb", "x/y", ".."])
+def test_any_delivery_id_reaches_the_view_and_its_auth_check(view: View, delivery_id: str) -> None:
+    view.kpis.apply(0, kpi(delivery_id))
+    view.owner_state.kpis[delivery_id] = kpi(delivery_id)  # what the instance's own fallback served
+    with serve(view.app) as url:
+        path = "/deliveries/" + quote(delivery_id, safe="")
+        assert fetch(url, path)[0] == 401  # no credentials: never the KPI
+        assert fetch(url, "/deliveries/" + quote("never-seen\n", safe=""))[0] == 401  # nor a probe of existence
+        status, _, body = fetch(url, path, BOB)
+        assert status == 200 and json.loads(body)["delivery_id"] == delivery_id
