@@ -17,12 +17,13 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from ssl import SSLContext
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from confluent_kafka.admin import AdminClient
 
 from consumer.ops import logging as logs
 from consumer.ops.exchange import Request, Response
+from consumer.web.routes import encoded_path
 
 CLIENT_ID_PREFIX = "sendtrack@"
 FORWARDED_HEADER = "x-sendtrack-forwarded"  # a forwarded request is answered where it lands, never sent on
@@ -172,7 +173,7 @@ def forward(request: Request, owner_url: str, timeout_s: float = 5.0, context: S
     """The owner's answer to the same request, marked as forwarded. Raises OSError when it cannot be reached."""
     headers = {name: value for name, value in request.headers.items() if name not in _HOP_HEADERS}
     headers[FORWARDED_HEADER] = "1"
-    url = owner_url + quote(request.path) + _query_string(request)
+    url = owner_url + encoded_path(request) + _query_string(request)
     outgoing = urllib.request.Request(url, request.body or None, headers, method=request.method)
     opener = urllib.request.build_opener(_NoRedirects, urllib.request.HTTPSHandler(context=context))
     try:
@@ -185,7 +186,7 @@ def forward(request: Request, owner_url: str, timeout_s: float = 5.0, context: S
 def redirect(request: Request, owner_url: str) -> Response:
     """Send the browser to the owner itself, marked as routed so the owner answers whatever its map says."""
     query = {**request.query, ROUTED_PARAM: ["1"]}
-    location = owner_url + quote(request.path) + _query_string(request, query)
+    location = owner_url + encoded_path(request) + _query_string(request, query)
     return Response(307, b"", "text/plain", [("Location", location)])
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from consumer.web.kpi_view import KpiEntry
+from consumer.web.routes import segment
 
 STATES = ("UNKNOWN", "PREPARED", "AWAITING_CONFIRMATION", "CONFIRMED", "SCHEDULED", "SENDING", "FINISHED", "CANCELLED")
 # The Deployment block, in the platform's order; live updates refresh these.
@@ -90,6 +91,7 @@ def live_change(entry: KpiEntry) -> dict[str, Any]:
     }
 
 
+_env.filters["segment"] = segment  # ids in paths: '/' encoded too
 _env.globals.update(display=display, exact=exact, progress=progress, DEPLOYMENT=DEPLOYMENT, DETAILS=DETAILS)
 
 

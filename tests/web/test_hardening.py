@@ -8,11 +8,13 @@ from __future__ import annotations
 import http.client
 import json
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
 
 from consumer.web.auth import Auth, load_web_config
+from consumer.web.csrf import FORM
+from consumer.web.owners import Owners
 from tests.web.fakes import View, basic, kpi, write_web_config
 from tests.web.serving import serve
 
@@ -57,3 +59,21 @@ def test_any_delivery_id_reaches_the_view_and_its_auth_check(view: View, deliver
         assert fetch(url, "/deliveries/" + quote("never-seen\n", safe=""))[0] == 401  # nor a probe of existence
         status, _, body = fetch(url, path, BOB)
         assert status == 200 and json.loads(body)["delivery_id"] == delivery_id
+
+
+# -- 2. ids in links and forms kept '/' unencoded: the browser resolved '..' to another delivery ---------------------
+def test_a_form_on_a_tricky_ids_page_acts_on_that_delivery_only(view: View) -> None:
+    tricky = "../deliveries/d2"  # d2 awaits confirmation too
+    view.kpis.apply(0, kpi(tricky, state="AWAITING_CONFIRMATION"))
+    with serve(view.app) as url:
+        page_path = "/deliveries/" + quote(tricky, safe="")
+        status, _, page = fetch(url, page_path, ALICE | HTML)
+        assert status == 200
+        action = page.decode().split('<form method="post" action="', 1)[1].split('"', 1)[0]
+        token = page.decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        posted = urljoin(url + page_path, action)  # what a browser posts to: dot segments resolved
+        status, _, _ = fetch(
+            url, urlsplit(posted).path, ALICE | {"content-type": FORM}, "POST", f"csrf_token={token}".encode()
+        )
+    assert status == 303
+    assert [key for _, key, _ in view.publisher.records] == [tricky.encode()]
