@@ -7,6 +7,7 @@ sockets and the server without pages.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -44,3 +45,11 @@ class Response:
 class Handler(Protocol):
     def handle(self, request: Request) -> Response | None:
         """The response, or None when the path is not the handler's (the server answers 404)."""
+
+
+_COUNT = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() takes superscripts and other scripts' digits
+
+
+def count(text: str | None) -> int | None:
+    """A non-negative number as a request may give it (Content-Length, limit, a cursor), or None if it is not one."""
+    return int(text) if text is not None and _COUNT.fullmatch(text) else None

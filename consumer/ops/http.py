@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from consumer.ops import logging as logs
-from consumer.ops.exchange import Handler, Request, Response
+from consumer.ops.exchange import Handler, Request, Response, count
 
 MAX_LINE_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -262,10 +262,10 @@ class _Exchange(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.LENGTH_REQUIRED, "a body needs a Content-Length")
             return None
         lengths = self.headers.get_all("Content-Length") or ["0"]
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+        length = count(lengths[0]) if len(set(lengths)) == 1 else None
+        if length is None:
             self.send_error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
             return None
-        length = int(lengths[0])
         if length > MAX_BODY_BYTES:
             self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY_BYTES} bytes")
             return None

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from consumer.codec.control import COMPUTE_STATS
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
-from consumer.ops.exchange import Request, Response
+from consumer.ops.exchange import Request, Response, count
 from consumer.web import pages, routes
 from consumer.web.actions import CONFIRM, MESSAGES, Actions, Outcome, Publisher
 from consumer.web.auth import Auth, Identity
@@ -96,9 +96,12 @@ class WebApp:
             return found
         answer, params = found
         identity = self.auth.identify(request.headers)
-        if request.method == "POST":  # actions decide and audit their refusals themselves
-            return answer(request, identity, **params)
-        return self._read_refusal(request, identity) or answer(request, identity, **params)
+        try:
+            if request.method == "POST":  # actions decide and audit their refusals themselves
+                return answer(request, identity, **params)
+            return self._read_refusal(request, identity) or answer(request, identity, **params)
+        except BadRequest as exc:
+            return self._error(request, identity, 400, str(exc))
 
     def _route(self, request: Request) -> tuple[Callable[..., Response | None], dict[str, str]] | Response | None:
         """The answer and its path parameters; a 405 for a known path and another method; None if not ours."""
@@ -135,7 +138,7 @@ class WebApp:
 
     def _events(self, request: Request, identity: Identity) -> Response:
         """Changed KPIs after a cursor: a server-sent event stream, or one JSON answer for pollers."""
-        cursor = request.headers.get("last-event-id") or _param(request, "cursor")
+        cursor = _cursor_param(request)
         only = _param(request, "delivery")
         if "text/event-stream" in request.headers.get("accept", ""):
             headers = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
@@ -337,6 +340,7 @@ class WebApp:
 
 
 _HEADINGS = {
+    400: "Bad request",
     401: "Sign in",
     403: "Not allowed",
     404: "Not found",
@@ -351,9 +355,27 @@ def _param(request: Request, name: str) -> str | None:
     return values[0] if values and values[0] else None
 
 
+class BadRequest(ValueError):
+    """A parameter that is not what it should be: answered 400, never a traceback."""
+
+
 def _int_param(request: Request, name: str, default: int) -> int:
     value = _param(request, name)
-    return int(value) if value is not None and value.isdigit() and int(value) > 0 else default
+    if value is None:
+        return default
+    number = count(value)
+    if not number:
+        raise BadRequest(f"{name} must be a positive number")
+    return number
+
+
+def _cursor_param(request: Request) -> str | None:
+    """A change cursor `<epoch>:<seq>`; a foreign one is fine (it gets everything), a malformed one is a 400."""
+    cursor = request.headers.get("last-event-id") or _param(request, "cursor")
+    epoch, _, seq = (cursor or "0:0").partition(":")
+    if len(epoch) > 16 or not all(c in "0123456789abcdef" for c in epoch) or count(seq) is None:
+        raise BadRequest("cursor must be <epoch>:<number>")
+    return cursor
 
 
 def _json(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:

@@ -21,6 +21,7 @@ from consumer.codec.schemas import DELIVERY_KPI
 from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
 from consumer.ops import logging as logs
+from consumer.ops.exchange import count
 
 Kpi = dict[str, Any]  # a DeliveryKpi record, field names of schemas/delivery_kpi.avsc
 
@@ -91,9 +92,8 @@ class KpiTable:
 
     def _seq_of(self, cursor: str | None) -> int | None:
         epoch, _, seq = (cursor or "").partition(":")
-        if epoch != self._epoch or not seq.isdigit() or int(seq) > self._seq:
-            return None
-        return int(seq)
+        number = count(seq)
+        return number if epoch == self._epoch and number is not None and number <= self._seq else None
 
 
 class KpiView(KpiTable):

@@ -14,7 +14,6 @@ import pytest
 
 from consumer.web.auth import Auth, load_web_config
 from consumer.web.csrf import FORM
-from consumer.web.owners import Owners
 from tests.web.fakes import View, basic, kpi, write_web_config
 from tests.web.serving import serve
 
@@ -40,7 +39,7 @@ def fetch(url: str, path: str, headers: dict[str, str] | None = None, method: st
     try:
         connection.putrequest(method, path, skip_accept_encoding=True)
         for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
-            connection.putheader(name, value)
+            connection.putheader(name, value.encode())  # UTF-8 as given: a header may carry any bytes
         connection.endheaders(body)
         answer = connection.getresponse()
         return answer.status, dict(answer.getheaders()), answer.read()
@@ -77,3 +76,21 @@ def test_a_form_on_a_tricky_ids_page_acts_on_that_delivery_only(view: View) -> N
         )
     assert status == 303
     assert [key for _, key, _ in view.publisher.records] == [tricky.encode()]
+
+
+# -- 5. numbers in other scripts or thousands of digits were a 500 with a traceback, or a dropped connection ---------
+MALFORMED = ["²", "١٢", "9" * 5000, "-1", "0x10"]
+
+
+@pytest.mark.parametrize("number", MALFORMED)
+def test_malformed_numbers_are_400_and_log_no_error(view: View, number: str, capfd: pytest.CaptureFixture) -> None:
+    with serve(view.app) as url:
+        for path in (
+            f"/api/deliveries/d1/failed?limit={quote(number)}",
+            f"/events?cursor={quote('abcd:' + number)}",
+        ):
+            status, _, body = fetch(url, path, BOB)
+            assert status == 400, (path, body)
+        status, _, body = fetch(url, "/page", BOB | {"Content-Length": number}, "POST", b"")
+        assert status == 400 and json.loads(body) == {"error": "bad Content-Length"}
+    assert "Traceback" not in capfd.readouterr().err
