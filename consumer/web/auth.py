@@ -31,6 +31,7 @@ import json
 import secrets
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ _TLS_KEYS = {"cert_file", "key_file"}
 _JWT_KEYS = {"issuer", "audience", "public_key_file", "jwks_file", "algorithms", "roles_claim", "user_claim"}
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 _VERIFIED_CACHE_SIZE = 1024
+_DEFAULT_COST = 10
 _JWT_LEEWAY_S = 30
 
 
@@ -164,7 +166,7 @@ class _Where:
 
     def bcrypt_hash(self, user: str, value: Any) -> bytes:
         hashed = value.encode() if isinstance(value, str) else b""
-        if not hashed.startswith(_BCRYPT_PREFIXES) or len(hashed) != 60:
+        if not hashed.startswith(_BCRYPT_PREFIXES) or len(hashed) != 60 or not hashed[4:6].isdigit():
             self.fail(f"basic_auth_users.{user}", "not a bcrypt hash")
         return hashed
 
@@ -225,8 +227,9 @@ class Auth:
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[bytes, None] = {}  # keyed digests of (user, password) pairs bcrypt accepted
         self._lock = threading.Lock()
-        # Unknown users are checked against this, so a wrong name costs as long as a wrong password.
-        self._decoy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(10))
+        # Unknown users are checked against this, so a wrong name costs as long as a wrong password: at the cost the
+        # file's hashes use (a fixed cost would answer unknown names faster or slower than known ones).
+        self._decoy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(_usual_cost(self.config)))
 
     @property
     def enabled(self) -> bool:
@@ -307,6 +310,12 @@ class Auth:
         if not isinstance(user, str) or not user:
             return None
         return Identity(user, _roles(_claim(claims, settings.roles_claim)), BEARER)
+
+
+def _usual_cost(config: WebConfig | None) -> int:
+    """The bcrypt cost most of the file's hashes use ($2y$<cost>$...), 10 without users."""
+    costs = Counter(int(hashed[4:6]) for hashed in config.users.values()) if config is not None else Counter()
+    return costs.most_common(1)[0][0] if costs else _DEFAULT_COST
 
 
 def _signing_key(token: str, keys: Any) -> Any:

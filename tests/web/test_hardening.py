@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
+import bcrypt
 import pytest
 
 from consumer.web.auth import Auth, load_web_config
@@ -94,3 +95,14 @@ def test_malformed_numbers_are_400_and_log_no_error(view: View, number: str, cap
         status, _, body = fetch(url, "/page", BOB | {"Content-Length": number}, "POST", b"")
         assert status == 400 and json.loads(body) == {"error": "bad Content-Length"}
     assert "Traceback" not in capfd.readouterr().err
+
+
+# -- 4. the decoy had a fixed cost: an unknown name answered faster (or slower) than a wrong password --------------
+def test_an_unknown_user_costs_what_a_known_one_does(view: View, monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda password, hashed: checked.append(hashed) or real(password, hashed))
+    assert view.get("/api/deliveries", basic("mallory", "guess")).status == 401
+    assert view.get("/api/deliveries", basic("alice", "guess")).status == 401
+    decoy, alices = checked
+    assert decoy != alices and decoy[:7] == alices[:7] == b"$2b$04$"  # the file's cost (fakes hash at 4)
