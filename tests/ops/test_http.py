@@ -248,9 +248,10 @@ def test_the_handler_gets_every_other_request_as_an_exchange_request(server: Ops
     assert {r.path for r in pages.requests} == {"/page one", "/page"}
 
 
-def test_deliveries_go_to_the_handler_first_then_to_the_instance(server: OpsServer) -> None:
+def test_deliveries_go_to_the_handler_alone_and_without_one_to_the_instance(server: OpsServer, bare: OpsServer) -> None:
     assert call(server, "GET", "/deliveries/taken")[::2] == (200, b"page")
-    assert json.loads(call(server, "GET", "/deliveries/d1")[2]) == KPI
+    assert call(server, "GET", "/deliveries/d1")[0] == 404  # the handler checks who asks: nothing goes around it
+    assert json.loads(call(bare, "GET", "/deliveries/d1")[2]) == KPI
 
 
 def test_a_failing_handler_is_a_json_500_and_one_log_line(server: OpsServer, log: io.StringIO) -> None:
