@@ -198,7 +198,9 @@ class WebApp:
                 logs=sending_logs,
                 can_confirm=self.auth.can_confirm(identity),
                 can_act=self.auth.can_act(identity),
-                csrf_token=self._csrf.token(identity.user) if identity.authenticated else "",
+                csrf_tokens={a: self._csrf.token(identity, a, delivery_id) for a in (CONFIRM, COMPUTE_STATS)}
+                if identity.authenticated
+                else {},
                 notice={"kind": "ok", "text": MESSAGES[notice]} if notice in (CONFIRM, COMPUTE_STATS) else None,
             ),
         )
@@ -269,7 +271,7 @@ class WebApp:
     # -- actions ---------------------------------------------------------------------------------------------
     def _form_action(self, request: Request, identity: Identity | None, delivery_id: str, action: str) -> Response:
         if identity is not None and identity.authenticated:
-            problem = self._csrf.form_problem(request, identity.user)
+            problem = self._csrf.form_problem(request, identity, action, delivery_id)
             if problem is not None:
                 outcome = self.actions.deny(
                     action, problem, identity, delivery_id, 403, "The form was stale or forged."

@@ -16,6 +16,8 @@ The file follows the convention of Prometheus' own web server (`--web-config FIL
       algorithms: [RS256, ES256]  # the default; nothing else is accepted
       roles_claim: roles          # a dotted path (realm_access.roles); a list or a space-separated string
       user_claim: sub
+    sendtrack_secret_file: web.key  # optional: random bytes (32 or more) keying CSRF tokens, the same file on
+                                  # every instance (e.g. head -c 32 /dev/urandom > web.key); else random per process
 
 Without a file the view is read-only for everyone. With one, reading needs an authenticated user with at
 least one role, and confirming a send needs `start_deliveries`.
@@ -46,7 +48,8 @@ from consumer.core.events import START_DELIVERIES_ROLE
 
 BASIC, BEARER, ANONYMOUS_METHOD = "basic", "bearer", "anonymous"
 ALGORITHMS = ("RS256", "ES256")
-_TOP_KEYS = {"tls_server_config", "basic_auth_users", "sendtrack_roles", "sendtrack_jwt"}
+_TOP_KEYS = {"tls_server_config", "basic_auth_users", "sendtrack_roles", "sendtrack_jwt", "sendtrack_secret_file"}
+_MIN_SECRET_BYTES = 32
 _TLS_KEYS = {"cert_file", "key_file"}
 _JWT_KEYS = {"issuer", "audience", "public_key_file", "jwks_file", "algorithms", "roles_claim", "user_claim"}
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
@@ -91,7 +94,7 @@ class WebConfig:
     jwt: JwtSettings | None
     cert_file: Path | None
     key_file: Path | None
-    secret: bytes  # shared by every instance reading the same file (CSRF tokens verify anywhere)
+    secret: bytes | None  # sendtrack_secret_file: shared by the instances, so CSRF tokens verify on any of them
 
     @property
     def authenticates(self) -> bool:
@@ -139,7 +142,7 @@ def load_web_config(path: str | Path) -> WebConfig:
         where.jwt(section.get("sendtrack_jwt")),
         where.file(tls.get("cert_file"), "tls_server_config.cert_file"),
         where.file(tls.get("key_file"), "tls_server_config.key_file"),
-        hashlib.sha256(b"sendtrack-web\0" + raw).digest(),
+        where.secret(section.get("sendtrack_secret_file")),
     )
     config.ssl_context()  # a bad certificate fails now, with the file's name, not at the first connection
     return config
@@ -185,6 +188,15 @@ class _Where:
             self.fail(key, f"no such file: {found}")
         return found
 
+    def secret(self, value: Any) -> bytes | None:
+        path = self.file(value, "sendtrack_secret_file")
+        if path is None:
+            return None
+        secret = path.read_bytes()
+        if len(secret) < _MIN_SECRET_BYTES:
+            self.fail("sendtrack_secret_file", f"{path} holds {len(secret)} bytes, fewer than {_MIN_SECRET_BYTES}")
+        return secret
+
     def jwt(self, value: Any) -> JwtSettings | None:
         if value is None:
             return None
@@ -223,7 +235,7 @@ class Auth:
 
     def __init__(self, config: WebConfig | None = None) -> None:
         self.config = config if config is not None and config.authenticates else None
-        self.secret = config.secret if config is not None else secrets.token_bytes(32)
+        self.secret = config.secret if config is not None and config.secret else secrets.token_bytes(32)
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[bytes, None] = {}  # keyed digests of (user, password) pairs bcrypt accepted
         self._lock = threading.Lock()

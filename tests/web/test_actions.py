@@ -27,7 +27,7 @@ EVENTS = AvroCodec.named(DELIVERY_EVENT)
 
 
 def config() -> WebConfig:
-    return WebConfig(None, {"alice": b"x"}, {}, None, None, None, b"s")  # users exist: authentication is on
+    return WebConfig(None, {"alice": b"$2b$04$" + b"x" * 53}, {}, None, None, None, b"s")  # users: authentication on
 
 
 @pytest.fixture

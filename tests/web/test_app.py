@@ -169,9 +169,10 @@ def test_an_unreachable_owner_means_a_redirect_and_a_routed_request_is_answered_
 
 
 # -- actions -------------------------------------------------------------------------------------------------------
-def csrf_of(view: View, headers: dict) -> str:
+def csrf_of(view: View, headers: dict, action: str = "confirm") -> str:
     page = text(view.get("/deliveries/d2", HTML | headers))
-    return page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    form = page.split(f'action="/deliveries/d2/{action}"', 1)[1]
+    return form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
 
 
 def form(view: View, action: str, headers: dict, token: str | None = None, **extra: str) -> Response:
@@ -213,7 +214,7 @@ def test_refused_form_actions_are_counted(view: View, open_view: View) -> None:
 
 
 def test_compute_stats_from_the_page_and_the_api(view: View) -> None:
-    assert form(view, "compute-stats", BOB, csrf_of(view, BOB)).status == 303
+    assert form(view, "compute-stats", BOB, csrf_of(view, BOB, "compute-stats")).status == 303
     api = view.post("/api/deliveries/d1/compute-stats", b"{}", BOB | {"content-type": "application/json"})
     assert api.status == 202 and json.loads(text(api))["status"] == "accepted"
     assert [(t, k) for t, k, _ in view.publisher.records] == [

@@ -158,10 +158,15 @@ def test_a_missing_file_and_a_broken_certificate_are_named(tmp_path: Path) -> No
         load_web_config(path)
 
 
-def test_the_shared_secret_follows_the_file_not_the_process(tmp_path: Path, users_yaml: str) -> None:
-    path = write(tmp_path, users_yaml)
-    assert Auth(load_web_config(path)).secret == Auth(load_web_config(path)).secret
-    assert Auth().secret != Auth().secret
+def test_the_shared_secret_is_the_secret_file_else_random_per_process(tmp_path: Path, users_yaml: str) -> None:
+    (tmp_path / "web.key").write_bytes(b"k" * 32)
+    shared = write(tmp_path, users_yaml + "sendtrack_secret_file: web.key\n", "shared.yml")
+    assert Auth(load_web_config(shared)).secret == Auth(load_web_config(shared)).secret == b"k" * 32
+    alone = write(tmp_path, users_yaml)
+    assert Auth(load_web_config(alone)).secret != Auth(load_web_config(alone)).secret
+    (tmp_path / "web.key").write_bytes(b"short")
+    with pytest.raises(WebConfigError, match=r"sendtrack_secret_file: .* holds 5 bytes"):
+        load_web_config(shared)
 
 
 # -- bearer tokens ---------------------------------------------------------------------------------------------

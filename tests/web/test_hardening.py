@@ -5,6 +5,7 @@ Every test here failed before its fix.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 from pathlib import Path
@@ -13,8 +14,8 @@ from urllib.parse import quote, urljoin, urlsplit
 import bcrypt
 import pytest
 
-from consumer.web.auth import Auth, load_web_config
-from consumer.web.csrf import FORM
+from consumer.web.auth import BEARER, Auth, Identity, load_web_config
+from consumer.web.csrf import FORM, Csrf
 from tests.web.fakes import View, basic, kpi, write_web_config
 from tests.web.serving import serve
 
@@ -106,3 +107,24 @@ def test_an_unknown_user_costs_what_a_known_one_does(view: View, monkeypatch: py
     assert view.get("/api/deliveries", basic("alice", "guess")).status == 401
     decoy, alices = checked
     assert decoy != alices and decoy[:7] == alices[:7] == b"$2b$04$"  # the file's cost (fakes hash at 4)
+
+
+# -- 6. CSRF tokens were bound to the user name only, good for 12 h anywhere, keyed by a digest of the config file --
+def test_a_csrf_token_is_good_for_its_sign_in_action_and_delivery_only(view: View, web_config: Path) -> None:
+    page = view.get("/deliveries/d2", HTML | ALICE).body.decode()
+    compute_d2 = page.split('action="/deliveries/d2/compute-stats"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
+    as_jwt_alice = Csrf(view.app.auth.secret).token(Identity("alice", frozenset(), BEARER), "confirm", "d2")
+
+    def confirm(delivery_id: str, token: str) -> int:
+        body = f"csrf_token={token}".encode()
+        return view.post(f"/deliveries/{delivery_id}/confirm", body, ALICE | {"content-type": FORM}).status
+
+    assert confirm("d2", as_jwt_alice) == 403  # issued to the bearer user alice, not to the Basic user alice
+    assert confirm("d2", compute_d2) == 403  # another action
+    view.kpis.apply(0, kpi("d3", state="AWAITING_CONFIRMATION"))
+    confirm_d2 = page.split('action="/deliveries/d2/confirm"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
+    assert confirm("d3", confirm_d2) == 403  # another delivery
+    assert view.publisher.records == []
+    assert confirm("d2", confirm_d2) == 303
+    file_digest = hashlib.sha256(b"sendtrack-web\0" + web_config.read_bytes()).digest()
+    assert view.app.auth.secret != file_digest  # whoever reads the file cannot mint tokens
