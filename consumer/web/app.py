@@ -24,6 +24,7 @@ from consumer.web import pages, routes
 from consumer.web.actions import CONFIRM, MESSAGES, Actions, Outcome, Publisher
 from consumer.web.auth import Auth, Identity
 from consumer.web.csrf import JSON, Csrf, media_type
+from consumer.web.headers import secured
 from consumer.web.kpi_view import KpiEntry, KpiTable
 from consumer.web.owner_state import OwnerState
 from consumer.web.owners import INSTANCE_PATH, Owners, forward, is_routed, redirect
@@ -33,15 +34,6 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 HTML = "text/html; charset=utf-8"
 ACTIONS = f"{CONFIRM}|{COMPUTE_STATS}"
-_SECURITY_HEADERS = [
-    (
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    ),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "same-origin"),
-    ("Cache-Control", "no-store"),
-]
 
 
 class WebApp:
@@ -87,6 +79,11 @@ class WebApp:
         ]
 
     def handle(self, request: Request) -> Response | None:
+        """Every answer, here or from an owner, leaves with our security headers."""
+        response = self._handle(request)
+        return None if response is None else secured(response, request.secure)
+
+    def _handle(self, request: Request) -> Response | None:
         if request.path.startswith("/static/"):
             return self._static(request.path[len("/static/") :])
         if request.path == INSTANCE_PATH:  # public: peers ask it to find owners (a URL and partition numbers)
@@ -336,9 +333,7 @@ class WebApp:
         if asset is None:
             return None
         body, content_type = asset
-        return Response(
-            200, body, content_type, [("Cache-Control", "max-age=300"), ("X-Content-Type-Options", "nosniff")]
-        )
+        return Response(200, body, content_type, [("Cache-Control", "max-age=300")])
 
 
 _HEADINGS = {
@@ -381,10 +376,8 @@ def _cursor_param(request: Request) -> str | None:
 
 
 def _json(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-    return Response(
-        status, json.dumps(body).encode(), "application/json", [("Cache-Control", "no-store"), *(headers or [])]
-    )
+    return Response(status, json.dumps(body).encode(), "application/json", headers or [])
 
 
 def _html(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> Response:
-    return Response(status, body, HTML, [*_SECURITY_HEADERS, *(headers or [])])
+    return Response(status, body, HTML, headers or [])

@@ -162,6 +162,8 @@ class Owners:
 
 # -- forwarding -----------------------------------------------------------------------------------------
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length"}
+# Credentials meant for us or for a proxy on the way, never for the owner: it needs only Authorization.
+_NOT_FORWARDED = _HOP_HEADERS | {"cookie", "proxy-authorization"}
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -171,7 +173,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 def forward(request: Request, owner_url: str, timeout_s: float = 5.0, context: SSLContext | None = None) -> Response:
     """The owner's answer to the same request, marked as forwarded. Raises OSError when it cannot be reached."""
-    headers = {name: value for name, value in request.headers.items() if name not in _HOP_HEADERS}
+    headers = {name: value for name, value in request.headers.items() if name not in _NOT_FORWARDED}
     headers[FORWARDED_HEADER] = "1"
     url = owner_url + encoded_path(request) + _query_string(request)
     outgoing = urllib.request.Request(url, request.body or None, headers, method=request.method)

@@ -100,8 +100,10 @@ def request(
     query: dict[str, list[str]] | None = None,
     headers: dict[str, str] | None = None,
     body: bytes = b"",
+    secure: bool = False,
+    client: str = "127.0.0.1:5000",
 ) -> Request:
-    return Request(method, path, query or {}, {"host": "view.test", **(headers or {})}, body, "127.0.0.1:5000", False)
+    return Request(method, path, query or {}, {"host": "view.test", **(headers or {})}, body, client, secure)
 
 
 def basic(user: str, password: str) -> dict[str, str]:

@@ -14,9 +14,11 @@ from urllib.parse import quote, urljoin, urlsplit
 import bcrypt
 import pytest
 
+from consumer.ops.exchange import Response
 from consumer.web.auth import BEARER, Auth, Identity, load_web_config
 from consumer.web.csrf import FORM, Csrf
-from tests.web.fakes import View, basic, kpi, write_web_config
+from consumer.web.owners import Owners
+from tests.web.fakes import Recorder, View, basic, kpi, request, write_web_config
 from tests.web.serving import serve
 
 ALICE = basic("alice", "alice-pw")  # start_deliveries
@@ -128,3 +130,27 @@ def test_a_csrf_token_is_good_for_its_sign_in_action_and_delivery_only(view: Vie
     assert confirm("d2", confirm_d2) == 303
     file_digest = hashlib.sha256(b"sendtrack-web\0" + web_config.read_bytes()).digest()
     assert view.app.auth.secret != file_digest  # whoever reads the file cannot mint tokens
+
+
+# -- 7. forwarding passed Cookie and Proxy-Authorization on, and the owner's answer lacked our headers -------------
+def test_forwarding_keeps_credentials_for_us_and_the_answer_carries_our_headers() -> None:
+    owner = Recorder(
+        Response(200, b"<p>owner</p>", "text/html", [("Set-Cookie", "s=1"), ("X-Content-Type-Options", "")])
+    )
+    with serve(owner) as owner_url:
+        here = View(Auth(), owners=Owners(lambda: {0: owner_url}), owned=set())
+        extra = {"cookie": "session=abc", "proxy-authorization": "Basic cHJveHk6cHc=", "authorization": "Bearer t"}
+        answer = here.get("/deliveries/d1", HTML | extra)
+    [forwarded] = owner.requests
+    assert "cookie" not in forwarded.headers and "proxy-authorization" not in forwarded.headers
+    assert forwarded.headers["authorization"] == "Bearer t"  # the owner checks who asks itself
+    headers = dict(answer.headers)
+    assert headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert headers["X-Content-Type-Options"] == "nosniff" and "Set-Cookie" not in headers
+
+
+def test_json_is_nosniff_everywhere_and_tls_answers_carry_hsts(view: View) -> None:
+    plain = dict(view.get("/api/deliveries", BOB).headers)
+    assert plain["X-Content-Type-Options"] == "nosniff" and "Strict-Transport-Security" not in plain
+    over_tls = view.app.handle(request("/api/deliveries", headers=BOB, secure=True))
+    assert dict(over_tls.headers)["Strict-Transport-Security"] == "max-age=31536000"
