@@ -6,18 +6,26 @@ request line over 8 KiB is 414; a header line over 8 KiB, more than 16 KiB or 10
 405. Every error body is JSON. HEAD is answered from the GET response without its body. /metrics, /healthz and
 /readyz are the server's own; any other request goes to the optional `exchange.Handler` (a path it does not
 take is 404); without a handler, /deliveries/<id> answers the instance's own KPI. A client that leaves, times
-out or fails the TLS handshake is one structured log line, not a traceback on stderr. Each response ends its connection
-(HTTP/1.0), which is also how a streamed body ends.
+out or fails the TLS handshake is one structured log line, not a traceback on stderr. Each response ends its
+connection (HTTP/1.0), which is also how a streamed body ends.
+
+Connections are bounded (`Limits`): a whole request must arrive within a deadline (else 408), one address holds
+at most `per_client` connections, and past `connections` a few more are accepted for /metrics, /healthz and
+/readyz only (anything else on them is 503), so a flood cannot make an instance look dead to its orchestrator.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import ssl
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,12 +41,26 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 MAX_BODY_BYTES = 64 * 1024
 IO_TIMEOUT_S = 30.0  # a client that sends or reads nothing for this long is dropped
+REQUEST_DEADLINE_S = 10.0  # the whole request (line, headers, body) must arrive within this, however it trickles
 # Each connection has a thread (live views keep theirs): past this many, new ones are closed at once, so a flood
 # of connections cannot exhaust the process's threads and memory.
 MAX_CONNECTIONS = 256
+MAX_PER_CLIENT = 32  # connections of one address: one viewer's event streams cannot take every slot
+# Connections past MAX_CONNECTIONS that may only ask /metrics, /healthz or /readyz: a full server still answers its
+# orchestrator and Prometheus, so a flood does not get a healthy instance restarted.
+RESERVED_CONNECTIONS = 16
 METHODS = ("GET", "HEAD", "POST")
+GENERAL, RESERVE = "general", "reserve"
 OWN_PATHS = ("/metrics", "/healthz", "/readyz")
 DELIVERIES = "/deliveries/"
+
+
+@dataclass(frozen=True)
+class Limits:
+    connections: int = MAX_CONNECTIONS
+    per_client: int = MAX_PER_CLIENT
+    reserved: int = RESERVED_CONNECTIONS  # for OWN_PATHS only, past `connections`
+    deadline_s: float = REQUEST_DEADLINE_S
 
 
 class StatusSource:
@@ -64,9 +86,9 @@ class OpsServer:
         host: str = "0.0.0.0",
         handler: Handler | None = None,
         tls: ssl.SSLContext | None = None,
-        max_connections: int = MAX_CONNECTIONS,
+        limits: Limits | None = None,
     ) -> None:
-        self._server = _Server((host, port), _Routes(registry, source, handler), tls, max_connections)
+        self._server = _Server((host, port), _Routes(registry, source, handler), tls, limits or Limits())
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="ops-http", daemon=True
         )
@@ -141,31 +163,63 @@ class _Routes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(
-        self, address: tuple[str, int], routes: _Routes, tls: ssl.SSLContext | None, max_connections: int
-    ) -> None:
+    def __init__(self, address: tuple[str, int], routes: _Routes, tls: ssl.SSLContext | None, limits: Limits) -> None:
         self.routes = routes
+        self.limits = limits
         self._tls = tls
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._slots = {
+            GENERAL: threading.BoundedSemaphore(limits.connections),
+            RESERVE: threading.BoundedSemaphore(limits.reserved),
+        }
+        self._kinds: dict[Any, tuple[str, str]] = {}  # connection -> (slot kind, client address)
+        self._per_client: Counter[str] = Counter()
+        self._lock = threading.Lock()
         self._refusals = logs.Throttle()  # a flood is one line per 10 s, not one per connection
         super().__init__(address, _Exchange)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        kind = self._admit(client_address[0])
+        if kind is None:
             self._log_refusal(client_address)
             self.shutdown_request(request)
             return
+        with self._lock:
+            self._kinds[request] = (kind, client_address[0])
         try:
             super().process_request(request, client_address)  # starts the connection's thread
         except BaseException:
-            self._slots.release()
+            self._release(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release(request)
+
+    def reserved(self, request: Any) -> bool:
+        """The connection holds a reserved slot: it may ask the server's own paths only."""
+        with self._lock:
+            return self._kinds.get(request, (GENERAL, ""))[0] == RESERVE
+
+    def _admit(self, client: str) -> str | None:
+        """A general slot, else a reserved one, within the client's own cap; None when refused."""
+        with self._lock:
+            if self._per_client[client] >= self.limits.per_client:
+                return None
+            for kind in (GENERAL, RESERVE):
+                if self._slots[kind].acquire(blocking=False):
+                    self._per_client[client] += 1
+                    return kind
+        return None
+
+    def _release(self, request: Any) -> None:
+        with self._lock:
+            kind, client = self._kinds.pop(request)
+            self._slots[kind].release()
+            self._per_client[client] -= 1
+            if not self._per_client[client]:
+                del self._per_client[client]
 
     def _log_refusal(self, client_address: Any) -> None:
         if self._refusals.allows("refused"):
@@ -200,8 +254,23 @@ class _Exchange(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # A client that trickles its request (a header line a second) would hold its slot for ever under the I/O
+        # timeout alone: past the deadline, reading ends and the request is answered 408.
+        self._late = threading.Event()
+        self._deadline = threading.Timer(self.server.limits.deadline_s, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.do_handshake()
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
+    def _expire(self) -> None:
+        self._late.set()
+        with contextlib.suppress(OSError):  # already closed
+            self.connection.shutdown(socket.SHUT_RD)  # the blocked read returns; the answer can still be written
 
     def handle_one_request(self) -> None:
         if self._read_head():
@@ -221,11 +290,15 @@ class _Exchange(BaseHTTPRequestHandler):
         """Read the request line and headers within bounds, then parse them; False when nothing is to be answered."""
         self.close_connection = True
         line = self.rfile.readline(MAX_LINE_BYTES + 1)
+        if self._late.is_set():
+            return self._reject(HTTPStatus.REQUEST_TIMEOUT, "the request took too long to arrive")
         if not line:
             return False
         if len(line) > MAX_LINE_BYTES:
             return self._reject(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
         header_lines = self._read_header_lines()
+        if self._late.is_set():
+            return self._reject(HTTPStatus.REQUEST_TIMEOUT, "the request took too long to arrive")
         if header_lines is None:
             return self._reject(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large")
         # The standard library parses what was read within bounds, from memory.
@@ -270,14 +343,23 @@ class _Exchange(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY_BYTES} bytes")
             return None
         body = self.rfile.read(length)
+        if self._late.is_set():
+            self.send_error(HTTPStatus.REQUEST_TIMEOUT, "the request took too long to arrive")
+            return None
         if len(body) < length:
             raise ConnectionAbortedError("the client left while sending its body")
+        self._deadline.cancel()  # the request is in: answering (a stream may last) is not bounded by it
         return body
 
     # -- answering ---------------------------------------------------------------------------------
     def _exchange(self) -> None:
         if self.command not in METHODS:
             self._send(_not_allowed(self.command, ", ".join(METHODS)))
+            return
+        if self.server.reserved(self.request) and urlsplit(self.path).path not in OWN_PATHS:
+            self.send_error(
+                HTTPStatus.SERVICE_UNAVAILABLE, "busy: this connection may only ask " + ", ".join(OWN_PATHS)
+            )
             return
         body = self._read_body()
         if body is not None:

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.ops import logging as logs
 from consumer.ops.exchange import Request, Response
-from consumer.ops.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_LINE_BYTES, OpsServer, StatusSource
+from consumer.ops.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_LINE_BYTES, Limits, OpsServer, StatusSource
 from tests.reliability.proxy import make_certificates
 
 HOST = "127.0.0.1"
@@ -319,8 +319,8 @@ def test_tls_serves_trusting_clients_and_a_failed_handshake_is_one_log_line(
 def test_a_flood_of_idle_connections_is_capped_and_the_server_answers_again_once_they_go(status, log) -> None:
     """Every connection holds a thread for up to IO_TIMEOUT_S: without a cap, enough idle clients would exhaust
     the process's threads. Past the cap a new connection is closed at once (one log line per 10 s)."""
-    server = OpsServer(0, CollectorRegistry(), status.source(), host=HOST, max_connections=3).start()
-    idle = [socket.create_connection((HOST, server.port), timeout=TIMEOUT_S) for _ in range(3)]
+    server = OpsServer(0, CollectorRegistry(), status.source(), host=HOST, limits=Limits(3, reserved=1)).start()
+    idle = [socket.create_connection((HOST, server.port), timeout=TIMEOUT_S) for _ in range(4)]
     try:
         time.sleep(0.2)  # the server has taken them
         with socket.create_connection((HOST, server.port), timeout=TIMEOUT_S) as refused:
@@ -338,3 +338,56 @@ def test_a_flood_of_idle_connections_is_capped_and_the_server_answers_again_once
             time.sleep(0.05)
     assert call(server, "GET", "/healthz")[0] == 200
     server.stop()
+
+
+# -- review hole 3: slow clients and many streams made /healthz and /readyz unreachable -------------------------
+def trickle(port: int, lines: int, pause_s: float, source: str = HOST) -> socket.socket:
+    """A slow-header client: a request line, then one header line every pause_s (in a thread of its own)."""
+    sock = socket.create_connection((HOST, port), timeout=TIMEOUT_S, source_address=(source, 0))
+
+    def send() -> None:
+        try:
+            sock.sendall(b"GET /page HTTP/1.1\r\n")
+            for n in range(lines):
+                time.sleep(pause_s)
+                sock.sendall(f"X-Slow-{n}: 1\r\n".encode())
+            sock.sendall(b"\r\n")
+        except OSError:  # the server gave up on it
+            pass
+
+    threading.Thread(target=send, daemon=True).start()
+    return sock
+
+
+def test_a_request_that_trickles_past_the_deadline_is_answered_408(status: Status, pages: Pages) -> None:
+    server = OpsServer(
+        0, CollectorRegistry(), status.source(), host=HOST, handler=pages, limits=Limits(deadline_s=0.5)
+    ).start()
+    try:
+        with trickle(server.port, lines=10, pause_s=0.2) as slow:  # 2 s of headers, every line within the I/O timeout
+            answer = slow.recv(65536)
+        assert answer.split()[1] == b"408" and not pages.requests
+    finally:
+        server.stop()
+
+
+def test_a_full_server_still_answers_its_own_paths_and_one_client_cannot_fill_it(status: Status, pages: Pages) -> None:
+    limits = Limits(connections=4, per_client=3, reserved=2, deadline_s=30)
+    server = OpsServer(0, CollectorRegistry(), status.source(), host=HOST, handler=pages, limits=limits).start()
+    slow = [trickle(server.port, 100, 0.2, source) for source in ("127.0.0.1",) * 3 + ("127.0.0.2",)]
+    try:
+        time.sleep(0.3)  # every general slot is held; 127.0.0.1 is at its own cap as well
+        with socket.create_connection((HOST, server.port), timeout=TIMEOUT_S) as refused:
+            assert refused.recv(1) == b""  # a fourth from the same address: closed at once
+        other = ("127.0.0.3", 0)
+        for path in ("/healthz", "/readyz", "/metrics"):
+            with socket.create_connection((HOST, server.port), timeout=TIMEOUT_S, source_address=other) as probe:
+                probe.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert probe.recv(65536).split()[1] == b"200", path
+        with socket.create_connection((HOST, server.port), timeout=TIMEOUT_S, source_address=other) as page:
+            page.sendall(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert page.recv(65536).split()[1] == b"503"  # a reserved slot is for the probes only
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
