@@ -21,26 +21,25 @@ _SETTLED = _HARD | DELIVERY_PROOF | _EXHAUSTED
 
 UNKNOWN_REASON = "unknown"  # a failure whose events gave no reason
 OTHER_REASON = "other"  # a reason outside the platform's list
-# The platform's failure reasons: the keys of a KPI's failures_by_reason. A fixed list keeps the delivery's
+# The platform's failure reasons, the one list: what a bounce event may carry (the ingest classifier's rules use
+# exactly these) and, with OTHER_REASON, the keys of a KPI's failures_by_reason. A fixed list keeps the delivery's
 # state and KPI record bounded whatever reasons the input invents; sending logs keep the reason as given.
-FAILURE_REASONS = frozenset(
-    {
-        "user_unknown",
-        "invalid_domain",
-        "mailbox_full",
-        "account_disabled",
-        "inactive_mailbox",
-        "refused",
-        "unreachable",
-        "not_connected",
-        "text_too_long",
-        "invalid_address",
-        "denylisted",
-        "error_ignored",
-        UNKNOWN_REASON,
-        OTHER_REASON,
-    }
+PLATFORM_REASONS: tuple[str, ...] = (
+    "user_unknown",
+    "invalid_domain",
+    "mailbox_full",
+    "account_disabled",
+    "inactive_mailbox",
+    "refused",
+    "unreachable",
+    "not_connected",
+    "text_too_long",
+    "invalid_address",
+    "denylisted",
+    "error_ignored",
+    UNKNOWN_REASON,
 )
+FAILURE_REASONS = frozenset({*PLATFORM_REASONS, OTHER_REASON})
 
 
 class Bounce(NamedTuple):

@@ -1,8 +1,10 @@
 """Bounce classifier: what the remote server said -> hard / soft / ignored, with a failure reason.
 
-Rules are data (TOML, see consumer/ingest/README.md): the packaged `rules/default.toml`, after any user files.
-The first rule whose conditions all hold wins; a rule's conditions are any of an enhanced-code pattern, a
-reply-code range, the status class, a vendor hint and a text regex. Inputs matching no rule get FALLBACK.
+Rules are data (TOML, see consumer/ingest/README.md): user files, then the packaged `rules/default.toml`. A rule's
+conditions are any of an enhanced-code pattern, a reply-code range, the status class, a vendor hint and a text
+regex. User rules are tried first, in file order; the packaged ones by the rank of their evidence (clear wording,
+then the vendor's category, then the enhanced code, then weak wording, then the bare status class), file order
+within a rank. The first rule whose conditions all hold wins. Inputs matching no rule get FALLBACK.
 """
 
 from __future__ import annotations
@@ -10,29 +12,28 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from consumer.core.status import PLATFORM_REASONS
+
+try:  # Python's own regex parser: tells which literals a pattern requires (see `needles`)
+    from re import _constants as _sre_constants
+    from re import _parser as _sre_parser
+except ImportError:  # pragma: no cover - older layouts
+    import sre_constants as _sre_constants  # type: ignore[no-redef]
+    import sre_parse as _sre_parser  # type: ignore[no-redef]
+
+_LITERAL, _SUBPATTERN, _BRANCH = _sre_constants.LITERAL, _sre_constants.SUBPATTERN, _sre_constants.BRANCH
+_REPEATS = (_sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT, getattr(_sre_constants, "POSSESSIVE_REPEAT", None))
+
 Kind = Literal["hard", "soft", "ignored"]
 KINDS: tuple[Kind, ...] = ("hard", "soft", "ignored")
 
-# The platform's failure reasons (aligned with Adobe Campaign's delivery failure reasons; README explains each).
-REASONS = (
-    "user_unknown",
-    "invalid_domain",
-    "mailbox_full",
-    "account_disabled",
-    "inactive_mailbox",
-    "denylisted",
-    "refused",
-    "unreachable",
-    "not_connected",
-    "text_too_long",
-    "error_ignored",
-    "unknown",
-)
+# The platform's failure reasons: the core's one list (README explains each).
+REASONS = PLATFORM_REASONS
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.toml"
 MAX_TEXT_CHARS = 2_048  # only the start of a response is matched: bounds the cost of hostile input
@@ -44,9 +45,10 @@ _CODE_IN_TEXT = re.compile(r"\s*(?:smtp\s*;\s*)?([245]\d\d)(?:[\s\-]|$)", re.IGN
 # A line break and the "550-5.1.1 " that starts each continuation line of a multi-line reply: one space, so that
 # a phrase split over lines still matches.
 _LINE_BREAK = re.compile(r"\s*[\r\n]+\s*(?:[245]\d\d[ \-](?:[245]\.\d{1,3}\.\d{1,3} +)?)?")
+_MIN_NEEDLE = 3  # shorter literals are too common to reject anything
 _PATTERN_PIECES = re.compile(r"\\.|[^\\]+", re.DOTALL)  # an escape, or a run of anything else
 _PATTERN_PART = re.compile(r"\*|\d{1,3}")
-_RULE_KEYS = frozenset({"id", "kind", "reason", "enhanced", "code", "class", "hint", "text"})
+_RULE_KEYS = frozenset({"id", "kind", "reason", "enhanced", "code", "class", "hint", "text", "weak"})
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
 
 Enhanced = tuple[int, int, int]
@@ -58,7 +60,16 @@ class Classification:
     kind: Kind
     reason: str
     rule: str  # id of the rule that decided
+    overrode: str | None = None  # the code or hint rule it beat, when that one would have said otherwise
 
+    @property
+    def explained(self) -> str:
+        """What decided and what it overrode: the ingest stage's `sendtrack.bounce.rule` header."""
+        return f"{self.rule} over {self.overrode}" if self.overrode else self.rule
+
+
+# Evidence ranks of the packaged rules, strongest first (user rules come before all of them).
+USER, TEXT, HINT, CODE, WEAK_TEXT, CLASS = range(6)
 
 FALLBACK = Classification("soft", "unknown", "fallback")  # nothing known: retrying may help, so not hard
 
@@ -70,11 +81,18 @@ class RuleError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Rule:
     result: Classification
+    rank: int = USER
     enhanced: tuple[Pattern, ...] = ()
     code: tuple[int, int] | None = None
     classes: frozenset[int] = frozenset()
     hints: frozenset[str] = frozenset()
     text: re.Pattern[str] | None = None
+    needles: tuple[str, ...] = ()  # one of these occurs in any text the pattern matches: a cheap test first
+
+    def says(self, text: str) -> bool:
+        """The text condition; `in` tests of the needles reject most texts without running the pattern."""
+        assert self.text is not None
+        return (not self.needles or any(n in text for n in self.needles)) and self.text.search(text) is not None
 
     def applies(self, code: int | None, enhanced: Enhanced | None, status_class: int | None, hint: str | None) -> bool:
         """Every condition except the text one (which is checked last, only on the survivors)."""
@@ -93,7 +111,7 @@ def _fits(pattern: Pattern, code: Enhanced) -> bool:
 
 class Classifier:
     def __init__(self, rules: Sequence[Rule], cache_size: int = CACHE_SIZE) -> None:
-        self.rules = tuple(rules)
+        self.rules = tuple(sorted(rules, key=lambda rule: rule.rank))  # stable: file order within a rank
         # Which rules can apply depends only on (code, enhanced, hint): few distinct values, so remember them.
         self._candidates = lru_cache(maxsize=cache_size)(self._filter)
         # Identical responses are common (one text per domain and error): remember recent results too.
@@ -103,7 +121,7 @@ class Classifier:
     def load(cls, extra: Sequence[Path] = (), cache_size: int = CACHE_SIZE) -> Classifier:
         """User rule files first (in the given order), then the packaged defaults."""
         seen: dict[str, Path] = {}
-        defaults = load_rules(DEFAULT_RULES, seen)  # read first, so that a clashing id is blamed on the user file
+        defaults = load_rules(DEFAULT_RULES, seen, ranked=True)  # read first: a clashing id is the user file's fault
         users = [rule for path in extra for rule in load_rules(path, seen)]
         return cls([*users, *defaults], cache_size)
 
@@ -123,14 +141,39 @@ class Classifier:
     def _decide(
         self, code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None
     ) -> Classification:
-        for rule in self._candidates(code, enhanced, hint):
-            if rule.text is None or (text is not None and rule.text.search(text)):
-                return rule.result
+        candidates, verdict = self._candidates(code, enhanced, hint)
+        for rule in candidates:
+            if rule.text is None or (text is not None and rule.says(text)):
+                return _outcome(rule, verdict, _status_class(code, enhanced))
         return FALLBACK
 
-    def _filter(self, code: int | None, enhanced: Enhanced | None, hint: str | None) -> tuple[Rule, ...]:
-        status_class = enhanced[0] if enhanced else (code // 100 if code else None)
-        return tuple(r for r in self.rules if r.applies(code, enhanced, status_class, hint))
+    def _filter(
+        self, code: int | None, enhanced: Enhanced | None, hint: str | None
+    ) -> tuple[tuple[Rule, ...], Rule | None]:
+        """The rules whose non-text conditions hold, and the first of them without a text condition when it is a
+        hint or code rule: what the codes and the hint alone say (a bare class says too little to be overridden)."""
+        status_class = _status_class(code, enhanced)
+        candidates = tuple(r for r in self.rules if r.applies(code, enhanced, status_class, hint))
+        verdict = next((r for r in candidates if r.text is None), None)
+        return candidates, verdict if verdict is not None and verdict.rank <= CODE else None
+
+
+def _status_class(code: int | None, enhanced: Enhanced | None) -> int | None:
+    return enhanced[0] if enhanced else (code // 100 if code else None)
+
+
+def _outcome(rule: Rule, verdict: Rule | None, status_class: int | None) -> Classification:
+    """The winning rule's result, never hard for a 4xx reply (the server says the failure is temporary), naming
+    the code or hint rule it beat when that one would have decided otherwise."""
+    kind, reason = rule.result.kind, rule.result.reason
+    if kind == "hard" and status_class == 4:
+        kind = "soft"
+    beaten = (
+        verdict is not None and verdict is not rule and (verdict.result.kind, verdict.result.reason) != (kind, reason)
+    )
+    if kind == rule.result.kind and not beaten:
+        return rule.result
+    return Classification(kind, reason, rule.result.rule, verdict.result.rule if beaten else None)
 
 
 @cache
@@ -156,8 +199,9 @@ def _code_in(text: str | None) -> int | None:
 # --- rule files ---------------------------------------------------------------------------------------------
 
 
-def load_rules(path: Path, seen: dict[str, Path] | None = None) -> list[Rule]:
-    """Parse one rule file; `seen` collects rule ids across files so that an id names exactly one rule."""
+def load_rules(path: Path, seen: dict[str, Path] | None = None, ranked: bool = False) -> list[Rule]:
+    """Parse one rule file; `seen` collects rule ids across files so that an id names exactly one rule. Rules of a
+    `ranked` file (the packaged one) are ranked by their evidence; a user's rules all come first, in file order."""
     seen = {} if seen is None else seen
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -169,14 +213,14 @@ def load_rules(path: Path, seen: dict[str, Path] | None = None) -> list[Rule]:
     tables = document.get("rule", [])
     if not isinstance(tables, list):
         raise RuleError(f"{path}: 'rule' must be an array of tables ([[rule]])")
-    return [_rule(path, index, table, seen) for index, table in enumerate(tables)]
+    return [_rule(path, index, table, seen, ranked) for index, table in enumerate(tables)]
 
 
-def _rule(path: Path, index: int, table: Any, seen: dict[str, Path]) -> Rule:
+def _rule(path: Path, index: int, table: Any, seen: dict[str, Path], ranked: bool) -> Rule:
     rule_id = table.get("id") if isinstance(table, dict) else None
     where = f"{path}: rule {rule_id!r}" if isinstance(rule_id, str) else f"{path}: rule #{index + 1}"
     try:
-        rule = _build(table)
+        rule = _build(table, ranked)
     except (TypeError, ValueError, re.error) as exc:
         raise RuleError(f"{where}: {exc}") from None
     if rule_id == FALLBACK.rule:
@@ -187,7 +231,7 @@ def _rule(path: Path, index: int, table: Any, seen: dict[str, Path]) -> Rule:
     return rule
 
 
-def _build(table: Any) -> Rule:
+def _build(table: Any, ranked: bool) -> Rule:
     if not isinstance(table, dict):
         raise TypeError("a rule must be a table")
     unknown = sorted(set(table) - _RULE_KEYS)
@@ -201,6 +245,9 @@ def _build(table: Any) -> Rule:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     if reason not in REASONS:
         raise ValueError(f"reason {reason!r} is not one of {', '.join(REASONS)}")
+    weak = table.get("weak", False)
+    if not isinstance(weak, bool):
+        raise TypeError("weak must be true or false")
     rule = Rule(
         Classification(kind, reason, rule_id),
         enhanced=tuple(_pattern(p) for p in _strings(table, "enhanced")),
@@ -209,9 +256,60 @@ def _build(table: Any) -> Rule:
         hints=frozenset(h.casefold() for h in _strings(table, "hint")),
         text=re.compile(_lower_pattern(table["text"])) if _text(table) else None,
     )
+    if rule.text is not None:
+        rule = replace(rule, needles=needles(rule.text.pattern))
     if not (rule.enhanced or rule.code or rule.classes or rule.hints or rule.text):
         raise ValueError("a rule needs at least one condition: enhanced, code, class, hint or text")
-    return rule
+    if weak and rule.text is None:
+        raise ValueError("weak applies to a text condition only")
+    return replace(rule, rank=_rank(rule, weak)) if ranked else rule
+
+
+def _rank(rule: Rule, weak: bool) -> int:
+    """The strength of a packaged rule's evidence: clear wording beats the vendor's category, which beats the
+    enhanced code (servers misuse codes), which beats weak wording, which beats the bare reply code or class."""
+    if rule.text is not None:
+        return WEAK_TEXT if weak else TEXT
+    return HINT if rule.hints else CODE if rule.enhanced else CLASS
+
+
+def needles(pattern: str) -> tuple[str, ...]:
+    """Literal strings of which every match of `pattern` contains one (empty when none can be told): a pattern's
+    required literal run, or one per branch of a required alternation, the fewest and longest found."""
+    try:
+        found = _literals(_sre_parser.parse(pattern))
+    except Exception:
+        return ()
+    return tuple(sorted(found)) if found else ()
+
+
+def _literals(items: Any) -> set[str] | None:
+    """Sets of literals, one of which any match of this sequence contains; the best of them, or None."""
+    options: list[set[str]] = []
+    run = ""
+    for op, value in items:
+        if op is _LITERAL:
+            run += chr(value)
+            continue
+        options.append({run})
+        run = ""
+        option = _literals_in(op, value)
+        if option:
+            options.append(option)
+    options.append({run})
+    usable = [o for o in options if all(len(n) >= _MIN_NEEDLE for n in o)]
+    return min(usable, key=lambda o: (len(o), -min(map(len, o)))) if usable else None
+
+
+def _literals_in(op: Any, value: Any) -> set[str] | None:
+    if op is _SUBPATTERN:
+        return _literals(value[-1])
+    if op is _BRANCH:
+        branches = [_literals(branch) for branch in value[1]]
+        return set().union(*branches) if all(branches) else None  # type: ignore[arg-type]
+    if op in _REPEATS and value[0] >= 1:
+        return _literals(value[2])
+    return None
 
 
 def _lower_pattern(pattern: str) -> str:

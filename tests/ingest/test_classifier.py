@@ -18,6 +18,7 @@ from consumer.ingest.classifier import (
     RuleError,
     default_classifier,
     load_rules,
+    needles,
 )
 
 GMAIL_NO_SUCH_USER = (
@@ -125,7 +126,7 @@ TABLE = [
     ((None, None, "Out of Office: back on Monday", None), ("ignored", "error_ignored")),
     ((250, "2.0.0", "OK", None), ("ignored", "error_ignored")),
     # Last resorts
-    ((550, "5.0.0", "Something we have never seen", None), ("hard", "unknown")),
+    ((550, "5.0.0", "Something we have never seen", None), ("soft", "unknown")),  # undetermined: not hard
     ((451, None, "Please come back", None), ("soft", "unknown")),
     ((None, None, "gibberish", None), ("soft", "unknown")),
     ((None, None, None, None), ("soft", "unknown")),
@@ -199,7 +200,7 @@ def test_classification_is_total(code, enhanced_code, text, hint):
     result = classifier.classify(code, enhanced_code, text, hint)
     assert result.kind in KINDS
     assert result.reason in REASONS
-    assert result == FALLBACK or result in {rule.result for rule in classifier.rules}
+    assert result == FALLBACK or result.rule in {rule.result.rule for rule in classifier.rules}
 
 
 @given(st.text(st.characters(exclude_categories=())), st.text(max_size=20))
@@ -296,6 +297,8 @@ BAD_RULES = [
     ('[[rule]]\nid = "fallback"\nkind = "hard"\nreason = "refused"\ncode = 550', "reserved"),
     ('[[rule]]\nid = "rfc3463.5.1.1"\nkind = "hard"\nreason = "refused"\ncode = 550', "already used in"),
     ("[[rule]]\nid = 'a'\n[[rule]]\nid = 'a'\nkind = 'x'", "'a': kind must be"),
+    ('[[rule]]\nid = "acme.x"\nkind = "hard"\nreason = "refused"\ntext = "x"\nweak = "yes"', "weak must be true"),
+    ('[[rule]]\nid = "acme.x"\nkind = "hard"\nreason = "refused"\ncode = 550\nweak = true', "weak applies to a text"),
 ]
 
 
@@ -352,3 +355,67 @@ def test_the_rules_ship_in_the_wheel():
     target = wheel["targets"]["wheel"]
     assert "consumer" in target["packages"]
     assert not {"exclude", "only-include", "only-packages"} & set(target)  # any of these could drop them
+
+
+# --- evidence ranking ---------------------------------------------------------------------------------------
+
+
+def test_clear_words_beat_a_code_that_contradicts_them_and_the_header_says_so():
+    classify = default_classifier().classify
+    unknown = classify(550, "5.7.1", "<x@sfr.fr>: Recipient address rejected: User unknown")
+    assert (unknown.kind, unknown.reason, unknown.explained) == (
+        "hard",
+        "user_unknown",
+        "text.user-unknown over rfc3463.x.7",
+    )
+    full = classify(552, "5.1.1", "Boite du destinataire pleine. Recipient overquota. OFR_417 [417]")
+    assert (full.kind, full.reason, full.overrode) == ("soft", "mailbox_full", "rfc3463.5.1.1")
+    rate = classify(550, "5.1.1", "<a@b.example> - 198.51.100.7 has sent to too many recipients this hour. IB607")
+    assert (rate.kind, rate.reason) == ("soft", "refused")
+    # Agreeing evidence overrides nothing.
+    assert classify(550, "5.1.1", GMAIL_NO_SUCH_USER).overrode is None
+
+
+def test_weak_words_lose_to_a_code():
+    assert default_classifier().classify(550, "5.1.1", "Access denied").rule == "rfc3463.5.1.1"
+    assert default_classifier().classify(550, None, "Access denied").rule == "weak.refused"
+
+
+def test_a_4xx_reply_is_never_hard():
+    result = default_classifier().classify(450, "4.1.1", "<x@isp.example>: Recipient address rejected: User unknown")
+    assert (result.kind, result.reason) == ("soft", "user_unknown")
+
+
+def test_an_unrecognised_5xx_is_undetermined_not_hard():
+    assert default_classifier().classify(550, None, "Something nothing knows") == Classification(
+        "soft", "unknown", "class.5"
+    )
+
+
+def test_ses_suppression_is_denylisted_with_or_without_the_hint():
+    text = "Amazon SES did not send the message to this address because it is on the suppression list for your account."
+    for hint in (None, "ses:Permanent/OnAccountSuppressionList"):
+        assert default_classifier().classify(None, "5.1.1", text, hint).reason == "denylisted"
+
+
+def test_user_rules_use_the_core_reason_list(tmp_path):
+    path = rules_file(
+        tmp_path, '[[rule]]\nid = "acme.syntax"\nkind = "hard"\nreason = "invalid_address"\ntext = "bad"\n'
+    )
+    assert Classifier.load([path]).classify(550, None, "bad address").reason == "invalid_address"
+    assert "invalid_address" in REASONS
+
+
+@given(st.text(st.characters(codec="ascii"), max_size=300))
+def test_needles_never_reject_a_text_the_pattern_matches(text):
+    lowered = text.lower()
+    for rule in default_classifier().rules:
+        if rule.text is not None:
+            assert rule.says(lowered) == (rule.text.search(lowered) is not None), rule.result.rule
+
+
+def test_needles_are_found_for_the_packaged_patterns():
+    assert needles("(user unknown|no such (user|mailbox))") == ("no such ", "user unknown")
+    assert needles("x+") == ()
+    with_needles = [r for r in default_classifier().rules if r.text is not None and r.needles]
+    assert len(with_needles) >= 40

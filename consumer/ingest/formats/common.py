@@ -48,7 +48,7 @@ class IdKeys:
 @dataclass(frozen=True)
 class Mapped:
     event: dict[str, Any]  # a complete MtaEvent record: every field of schemas/mta_event.avsc, defaults filled
-    rule: str | None = None  # id of the classifier rule that decided a bounce (None if no classification)
+    rule: str | None = None  # the classifier rule that decided a bounce, "<id> over <id>" when it beat the code rule
 
 
 class Format(Protocol):
@@ -299,7 +299,7 @@ def failure(
     """A failure event carrying the classification's reason; `event_type` overrides the type (expirations)."""
     chosen = event_type or failure_type(classification, source_kind)
     record = event(event_id, ids, chosen, occurred_at, attempt=attempt, reason=classification.reason, address=address)
-    return Mapped(record, classification.rule)
+    return Mapped(record, classification.explained)
 
 
 def unknown_type(where: str, value: str, known: Sequence[str]) -> UnmappableRecord:

@@ -61,7 +61,9 @@ class SendGrid(JsonFormat):
             return [failure(eid, ids, at, verdict, source_kind="soft", attempt=attempt, address=address)]
         if kind == "dropped":  # never sent: a suppressed or invalid address, or rejected content
             reason = ev.text("reason", None)
-            verdict = self.classify(None, None, reason, f"sendgrid-dropped:{reason}")
+            verdict = self.classify(
+                None, None, None, f"sendgrid-dropped:{reason}"
+            )  # the reason is a category, not a reply
             return [failure(eid, ids, at, verdict, source_kind="hard", address=address)]
         bounce_type = ev.text("type", 32) or "bounce"
         category = ev.text("bounce_classification", 128)

@@ -18,7 +18,7 @@ EXPECTED_SAMPLES = [
     [("SOFT_BOUNCE", "msg-0003", "mailbox_full", "outlook.quota")],
     [("IGNORED", "msg-0004", "error_ignored", "benign.greylisting")],
     [("RETRIES_EXHAUSTED", "msg-0004", "unreachable", "rfc3463.x.4")],
-    [("HARD_BOUNCE", "msg-0005", "user_unknown", "kumomta.invalid-recipient")],
+    [("HARD_BOUNCE", "msg-0005", "user_unknown", "text.user-unknown")],
     [("COMPLAINT", "msg-0006", None, None)],
     [("SOFT_BOUNCE", "msg-0007", "refused", "kumomta.admin-bounce")],
     [],  # Rejection: an inbound SMTP rejection

@@ -20,7 +20,7 @@ EXPECTED_SAMPLES = [
     ],
     [
         ("HARD_BOUNCE", "msg-0022", "user_unknown", "gmail.no-such-account"),
-        ("SOFT_BOUNCE", "msg-0023", "refused", "sendgrid.refused"),
+        ("SOFT_BOUNCE", "msg-0023", "refused", "text.block-list"),
         ("HARD_BOUNCE", "msg-0024", "denylisted", "sendgrid.suppressed"),
         ("COMPLAINT", "msg-0021", None, None),
         # unsubscribe and group_unsubscribe: no status
@@ -83,8 +83,8 @@ def test_bounce_types_decide_hard_or_soft():
     blocked = sg("bounce", type="blocked", status="5.1.1", reason="550 5.1.1 user unknown")
     untyped = sg("bounce", status="5.0.0", reason="550 5.0.0 rejected")
     assert summary(map_json("sendgrid", [bounce, blocked, untyped])) == [
-        ("HARD_BOUNCE", "msg-1", "mailbox_full", "rfc3463.x.2.2"),
-        ("SOFT_BOUNCE", "msg-1", "user_unknown", "rfc3463.5.1.1"),
+        ("HARD_BOUNCE", "msg-1", "mailbox_full", "text.mailbox-full"),
+        ("SOFT_BOUNCE", "msg-1", "user_unknown", "text.user-unknown"),
         ("HARD_BOUNCE", "msg-1", "unknown", "class.5"),
     ]
 

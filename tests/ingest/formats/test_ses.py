@@ -18,8 +18,8 @@ EXPECTED_SAMPLES = [
     [("OPEN", "msg-0011", None, None)],
     [("CLICK", "msg-0011", None, None)],
     [("HARD_BOUNCE", "msg-0012", "user_unknown", "gmail.no-such-account")],
-    [("SOFT_BOUNCE", "msg-0013", "mailbox_full", "ses.mailbox-full")],
-    [("HARD_BOUNCE", "msg-0014", "denylisted", "ses.suppressed")],
+    [("SOFT_BOUNCE", "msg-0013", "mailbox_full", "text.mailbox-full")],
+    [("HARD_BOUNCE", "msg-0014", "denylisted", "ses.suppression-list")],
     [
         ("RELAYED", f"{TEAM}/lead@corp.example", None, None),
         ("RELAYED", f"{TEAM}/ops@corp.example", None, None),
@@ -31,7 +31,7 @@ EXPECTED_SAMPLES = [
     ],
     [("COMPLAINT", "msg-0011", None, None)],
     [("HARD_BOUNCE", "msg-0014", "denylisted", "ses.suppressed")],
-    [("SOFT_BOUNCE", "msg-0013", "mailbox_full", "ses.mailbox-full")],
+    [("SOFT_BOUNCE", "msg-0013", "mailbox_full", "text.mailbox-full")],
     [("HARD_BOUNCE", "msg-0015", "refused", "ses.reject")],
     [("HARD_BOUNCE", "msg-0016", "unknown", "ses.rendering-failure")],
     [],  # Subscription
@@ -92,10 +92,10 @@ def test_ses_s_bounce_type_decides_hard_or_soft_and_the_classifier_the_reason():
     (transient_hard,) = map_json("ses", bounce("Transient", "General", [unknown_user]))
     (undetermined,) = map_json("ses", bounce("Undetermined", "Undetermined", [unknown_user]))
     assert summary([permanent, transient, transient_hard, undetermined]) == [
-        ("HARD_BOUNCE", "msg-1", "mailbox_full", "rfc3463.x.2.2"),
-        ("SOFT_BOUNCE", "msg-1", "mailbox_full", "rfc3463.x.2.2"),
-        ("SOFT_BOUNCE", "msg-1", "user_unknown", "rfc3463.5.1.1"),
-        ("HARD_BOUNCE", "msg-1", "user_unknown", "rfc3463.5.1.1"),
+        ("HARD_BOUNCE", "msg-1", "mailbox_full", "text.mailbox-full"),
+        ("SOFT_BOUNCE", "msg-1", "mailbox_full", "text.mailbox-full"),
+        ("SOFT_BOUNCE", "msg-1", "user_unknown", "text.user-unknown"),
+        ("HARD_BOUNCE", "msg-1", "user_unknown", "text.user-unknown"),
     ]
     assert permanent.event["occurred_at"] == 1767225604020
 
