@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote
 
 
@@ -45,6 +45,13 @@ class Response:
 class Handler(Protocol):
     def handle(self, request: Request) -> Response | None:
         """The response, or None when the path is not the handler's (the server answers 404)."""
+
+
+@runtime_checkable
+class MetricsGuard(Protocol):
+    """A handler that may refuse /metrics (the web config protects it); /healthz and /readyz stay open."""
+
+    def metrics_refusal(self, request: Request) -> Response | None: ...
 
 
 _COUNT = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() takes superscripts and other scripts' digits

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from consumer.ops import logging as logs
-from consumer.ops.exchange import Handler, Request, Response, count
+from consumer.ops.exchange import Handler, MetricsGuard, Request, Response, count
 
 MAX_LINE_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -144,7 +144,8 @@ class _Routes:
         if request.method != "GET":
             return _not_allowed(request.method, "GET, HEAD")
         if request.path == "/metrics":
-            return Response(HTTPStatus.OK, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+            refusal = self._handler.metrics_refusal(request) if isinstance(self._handler, MetricsGuard) else None
+            return refusal or Response(HTTPStatus.OK, generate_latest(self._registry), CONTENT_TYPE_LATEST)
         if request.path == "/healthz":
             alive, detail = self._source.alive()
             return json_response(200 if alive else 503, {"status": "alive" if alive else "stuck", "detail": detail})

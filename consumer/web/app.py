@@ -29,6 +29,8 @@ from consumer.web.kpi_view import KpiEntry, KpiTable
 from consumer.web.owner_state import OwnerState
 from consumer.web.owners import INSTANCE_PATH, Owners, forward, is_routed, redirect
 from consumer.web.routes import Route
+from consumer.web.signin import THROTTLED, SignIn, client_address
+from consumer.web.throttle import Throttle
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -53,6 +55,7 @@ class WebApp:
         stream_s: float = 300.0,
         heartbeat_s: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
+        throttle: Throttle | None = None,
     ) -> None:
         self.kpis = kpis
         self.auth = auth
@@ -60,6 +63,8 @@ class WebApp:
         self._owners = owners
         self._owner_state = owner_state
         self._csrf = Csrf(auth.secret)
+        self._throttle = throttle or Throttle()
+        self._sign_in = SignIn(auth, self._throttle, registry)
         self._advertised_url = advertised_url
         self._forward_timeout_s = forward_timeout_s
         self._forward_context = forward_context
@@ -92,13 +97,30 @@ class WebApp:
         if found is None or isinstance(found, Response):
             return found
         answer, params = found
-        identity = self.auth.identify(request.headers)
+        identity = self._sign_in.identify(request)
+        if identity == THROTTLED:
+            return self._error(request, None, 429, "Too many failed sign-ins; wait a minute.", self._retry_after())
+        assert not isinstance(identity, str)
         try:
             if request.method == "POST":  # actions decide and audit their refusals themselves
                 return answer(request, identity, **params)
             return self._read_refusal(request, identity) or answer(request, identity, **params)
         except BadRequest as exc:
             return self._error(request, identity, 400, str(exc))
+
+    def metrics_refusal(self, request: Request) -> Response | None:
+        """/metrics is open unless the web config protects it; then it is read like the view (the server asks)."""
+        if self.auth.config is None or not self.auth.config.protect_metrics:
+            return None
+        identity = self._sign_in.identify(request)
+        if identity == THROTTLED:
+            return secured(_json(429, {"error": "too many failed sign-ins"}, self._retry_after()), request.secure)
+        assert not isinstance(identity, str)
+        refusal = self._read_refusal(request, identity)
+        return None if refusal is None else secured(refusal, request.secure)
+
+    def _retry_after(self) -> list[tuple[str, str]]:
+        return [("Retry-After", self._throttle.retry_after())]
 
     def _route(self, request: Request) -> tuple[Callable[..., Response | None], dict[str, str]] | Response | None:
         """The answer and its path parameters; a 405 for a known path and another method; None if not ours."""
@@ -274,7 +296,7 @@ class WebApp:
                     action, problem, identity, delivery_id, 403, "The form was stale or forged."
                 )
                 return self._outcome_page(request, identity, delivery_id, outcome)
-        outcome = self._act(action, identity, delivery_id)
+        outcome = self._act(request, action, identity, delivery_id)
         if outcome.status == 202:
             back = f"/deliveries/{routes.segment(delivery_id)}?notice={action}"
             return Response(303, b"", HTML, [("Location", back)])
@@ -284,15 +306,18 @@ class WebApp:
         if identity is not None and media_type(request) != JSON:  # a form cannot send JSON: no token needed
             outcome = self.actions.deny(action, "content_type", identity, delivery_id, 415, "Send application/json.")
         else:
-            outcome = self._act(action, identity, delivery_id)
+            outcome = self._act(request, action, identity, delivery_id)
         body = {"action": action, "delivery_id": delivery_id, "message": outcome.message}
         if outcome.status == 202:
             body |= {"status": "accepted", "event_id": outcome.event_id}
         else:
             body |= {"error": outcome.reason}
-        return _json(outcome.status, body, self.auth.challenges() if outcome.status == 401 else [])
+        return _json(outcome.status, body, self._outcome_headers(outcome))
 
-    def _act(self, action: str, identity: Identity | None, delivery_id: str) -> Outcome:
+    def _act(self, request: Request, action: str, identity: Identity | None, delivery_id: str) -> Outcome:
+        user = identity.user if identity is not None and identity.authenticated else None
+        if user is not None and not self._throttle.action_allowed(client_address(request), user):
+            return self.actions.deny(action, "rate_limited", identity, delivery_id, 429, "Too many actions; wait.")
         entry = self.kpis.get(delivery_id)
         kpi = entry.kpi if entry is not None else None
         if action == CONFIRM:
@@ -302,9 +327,13 @@ class WebApp:
     def _outcome_page(
         self, request: Request, identity: Identity | None, delivery_id: str, outcome: Outcome
     ) -> Response:
-        challenges = self.auth.challenges() if outcome.status == 401 else []
         back = f"/deliveries/{routes.segment(delivery_id)}"
-        return self._error(request, identity, outcome.status, outcome.message, challenges, back)
+        return self._error(request, identity, outcome.status, outcome.message, self._outcome_headers(outcome), back)
+
+    def _outcome_headers(self, outcome: Outcome) -> list[tuple[str, str]]:
+        if outcome.status == 401:
+            return self.auth.challenges()
+        return self._retry_after() if outcome.status == 429 else []
 
     # -- plumbing --------------------------------------------------------------------------------------------
     def _error(
@@ -343,6 +372,7 @@ _HEADINGS = {
     404: "Not found",
     409: "Not now",
     415: "Unsupported",
+    429: "Slow down",
     503: "Unavailable",
 }
 

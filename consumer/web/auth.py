@@ -16,6 +16,7 @@ The file follows the convention of Prometheus' own web server (`--web-config FIL
       algorithms: [RS256, ES256]  # the default; nothing else is accepted
       roles_claim: roles          # a dotted path (realm_access.roles); a list or a space-separated string
       user_claim: sub
+    sendtrack_protect_metrics: true # optional: /metrics needs a user with a role (scrape with basic_auth)
     sendtrack_secret_file: web.key  # optional: random bytes (32 or more) keying CSRF tokens, the same file on
                                   # every instance (e.g. head -c 32 /dev/urandom > web.key); else random per process
 
@@ -45,10 +46,18 @@ import yaml
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from consumer.core.events import START_DELIVERIES_ROLE
+from consumer.ops import logging as logs
 
 BASIC, BEARER, ANONYMOUS_METHOD = "basic", "bearer", "anonymous"
 ALGORITHMS = ("RS256", "ES256")
-_TOP_KEYS = {"tls_server_config", "basic_auth_users", "sendtrack_roles", "sendtrack_jwt", "sendtrack_secret_file"}
+_TOP_KEYS = {
+    "tls_server_config",
+    "basic_auth_users",
+    "sendtrack_roles",
+    "sendtrack_jwt",
+    "sendtrack_secret_file",
+    "sendtrack_protect_metrics",
+}
 _MIN_SECRET_BYTES = 32
 _TLS_KEYS = {"cert_file", "key_file"}
 _JWT_KEYS = {"issuer", "audience", "public_key_file", "jwks_file", "algorithms", "roles_claim", "user_claim"}
@@ -95,6 +104,7 @@ class WebConfig:
     cert_file: Path | None
     key_file: Path | None
     secret: bytes | None  # sendtrack_secret_file: shared by the instances, so CSRF tokens verify on any of them
+    protect_metrics: bool = False  # sendtrack_protect_metrics: /metrics needs a user too (/healthz, /readyz never)
 
     @property
     def authenticates(self) -> bool:
@@ -143,6 +153,7 @@ def load_web_config(path: str | Path) -> WebConfig:
         where.file(tls.get("cert_file"), "tls_server_config.cert_file"),
         where.file(tls.get("key_file"), "tls_server_config.key_file"),
         where.secret(section.get("sendtrack_secret_file")),
+        where.flag(section.get("sendtrack_protect_metrics", False), "sendtrack_protect_metrics"),
     )
     config.ssl_context()  # a bad certificate fails now, with the file's name, not at the first connection
     return config
@@ -187,6 +198,11 @@ class _Where:
         if not found.is_file():
             self.fail(key, f"no such file: {found}")
         return found
+
+    def flag(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, "must be true or false")
+        return value
 
     def secret(self, value: Any) -> bytes | None:
         path = self.file(value, "sendtrack_secret_file")
@@ -242,10 +258,22 @@ class Auth:
         # Unknown users are checked against this, so a wrong name costs as long as a wrong password: at the cost the
         # file's hashes use (a fixed cost would answer unknown names faster or slower than known ones).
         self._decoy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(_usual_cost(self.config)))
+        for warning in startup_warnings(self.config):
+            logs.get("sendtrack.web.auth").warning("web_config_warning", warning=warning, file=str(self.config.path))
 
     @property
     def enabled(self) -> bool:
         return self.config is not None
+
+    def claimed(self, headers: Mapping[str, str]) -> tuple[str, str | None] | None:
+        """The sign-in a request attempts, verified or not: (method, the Basic user name); None without any."""
+        if self.config is None or "authorization" not in headers:
+            return None
+        scheme, _, credentials = headers["authorization"].strip().partition(" ")
+        if scheme.lower() == BASIC:
+            pair = _basic_pair(credentials.strip())
+            return BASIC, pair[0] if pair else None
+        return scheme.lower()[:16] or "none", None  # bounded: it labels a counter
 
     def identify(self, headers: Mapping[str, str]) -> Identity | None:
         """The request's identity; None when authentication is on and the credentials are missing or bad."""
@@ -279,12 +307,10 @@ class Auth:
 
     def _basic(self, credentials: str) -> Identity | None:
         assert self.config is not None
-        try:
-            user, sep, password = base64.b64decode(credentials, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        pair = _basic_pair(credentials)
+        if pair is None:
             return None
-        if not sep:
-            return None
+        user, password = pair
         if not self._password_ok(user, password.encode(), self.config.users.get(user)):
             return None
         return Identity(user, self.config.roles.get(user, frozenset()), BASIC)
@@ -322,6 +348,26 @@ class Auth:
         if not isinstance(user, str) or not user:
             return None
         return Identity(user, _roles(_claim(claims, settings.roles_claim)), BEARER)
+
+
+def _basic_pair(credentials: str) -> tuple[str, str] | None:
+    try:
+        user, sep, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def startup_warnings(config: WebConfig | None) -> list[str]:
+    """What an operator should know about a web configuration that works but is weaker than it looks."""
+    if config is None or not config.authenticates:
+        return []
+    warnings = []
+    if config.users and config.cert_file is None:
+        warnings.append("Basic auth without TLS: passwords cross the network readable unless a proxy ends TLS")
+    if config.secret is None:
+        warnings.append("no sendtrack_secret_file: form tokens verify only on the instance that issued them")
+    return warnings
 
 
 def _usual_cost(config: WebConfig | None) -> int:

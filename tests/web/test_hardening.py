@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 import bcrypt
 import pytest
 
+from consumer.ops import logging as logs
 from consumer.ops.exchange import Response
 from consumer.web.auth import BEARER, Auth, Identity, load_web_config
 from consumer.web.csrf import FORM, Csrf
@@ -154,3 +157,58 @@ def test_json_is_nosniff_everywhere_and_tls_answers_carry_hsts(view: View) -> No
     assert plain["X-Content-Type-Options"] == "nosniff" and "Strict-Transport-Security" not in plain
     over_tls = view.app.handle(request("/api/deliveries", headers=BOB, secure=True))
     assert dict(over_tls.headers)["Strict-Transport-Security"] == "max-age=31536000"
+
+
+# -- 8. failed sign-ins left no trace and had no limit; actions had none; Basic over HTTP and /metrics said nothing --
+@pytest.fixture
+def log() -> Iterator[io.StringIO]:
+    lines = io.StringIO()
+    logs.configure(json=True, stream=lines)
+    yield lines
+    logs.configure()
+
+
+def events(lines: io.StringIO, event: str) -> list[dict]:
+    return [entry for entry in map(json.loads, lines.getvalue().splitlines()) if entry["event"] == event]
+
+
+def test_failed_sign_ins_are_logged_counted_and_limited(view: View, log: io.StringIO, monkeypatch) -> None:
+    statuses = [view.get("/api/deliveries", basic("alice", f"guess-{n}")).status for n in range(75)]
+    assert statuses == [401] * 10 + [429] * 65
+    lines = events(log, "web_login_failed")
+    assert len(lines) == 75 and {e["user"] for e in lines} == {"alice"} and "guess" not in log.getvalue()
+    assert view.registry.get_sample_value("sendtrack_web_failed_logins_total", {"method": "basic"}) == 75
+    checked: list[bytes] = []
+    monkeypatch.setattr(bcrypt, "checkpw", lambda *args: checked.append(args[1]) or False)
+    assert view.app.handle(request("/api/deliveries", headers=basic("bob", "x"))).status == 429  # same address
+    assert checked == []  # a throttled guess costs no bcrypt
+    elsewhere = request("/api/deliveries", headers=basic("alice", "alice-pw"), client="10.0.0.9:1")
+    assert view.app.handle(elsewhere).status == 429  # the name is limited from any address
+
+
+def test_actions_are_rate_limited_per_user(view: View) -> None:
+    post = [
+        view.post("/api/deliveries/d1/compute-stats", b"{}", BOB | {"content-type": "application/json"}).status
+        for _ in range(40)
+    ]
+    assert post == [202] * 30 + [429] * 10 and len(view.publisher.records) == 30
+    assert view.denied("compute-stats", "rate_limited") == 10
+
+
+def test_basic_auth_without_tls_and_a_per_process_secret_are_warned_at_start(web_config: Path, log) -> None:
+    Auth(load_web_config(web_config))
+    warnings = [e["warning"] for e in events(log, "web_config_warning")]
+    assert any("Basic auth without TLS" in w for w in warnings) and any("sendtrack_secret_file" in w for w in warnings)
+
+
+def test_metrics_can_be_protected_and_the_probes_never_are(tmp_path: Path) -> None:
+    config = write_web_config(tmp_path)
+    config.write_text(config.read_text() + "sendtrack_protect_metrics: true\n")
+    protected = View(Auth(load_web_config(config)))
+    with serve(protected.app) as url:
+        assert fetch(url, "/metrics")[0] == 401
+        assert fetch(url, "/metrics", BOB)[0] == 200
+        assert fetch(url, "/healthz")[0] == fetch(url, "/readyz")[0] == 200
+    (tmp_path / "open").mkdir()
+    with serve(View(Auth(load_web_config(write_web_config(tmp_path / "open")))).app) as url:
+        assert fetch(url, "/metrics")[0] == 200  # open unless the file says: scrapers need no change
