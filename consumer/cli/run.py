@@ -13,7 +13,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from consumer.cli import deployment_view
-from consumer.cli.options import add, add_bootstrap, add_partitioner
+from consumer.cli.options import NEVER, add, add_bootstrap, add_partitioner, duration_s
 from consumer.ingest.formats import FORMATS
 from consumer.ingest.stage import ingest_stages
 from consumer.kafka.access import Refused
@@ -58,6 +58,13 @@ def add_service_flags(parser: argparse.ArgumentParser, bootstrap_required: bool 
     add(parser, "--grace-period", type=float, default=30.0, help="seconds allowed for a clean stop")
     add(parser, "--watchdog-timeout", type=float, default=60.0, help="seconds without progress before exit 4")
     add(parser, "--max-clock-skew", type=float, default=900.0, help="seconds an event may be dated in the future")
+    add(
+        parser,
+        "--state-retention",
+        type=duration_s,
+        default="30d",
+        help="how long a final delivery keeps its message-level state before it is archived (30d, 12h, never)",
+    )
     add(parser, "--session-timeout-ms", type=int, default=45_000)
     add(parser, "--create-topics", action="store_true", help="create missing topics")
     add(parser, "--partitions", type=int, default=8, help="partitions of topics created by --create-topics")
@@ -100,6 +107,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         advertised_url=args.advertised_url,
         web_peers=tuple(url for url in args.web_peers.split(",") if url),
         max_clock_skew_s=args.max_clock_skew,
+        state_retention_s=args.state_retention,
         session_timeout_ms=args.session_timeout_ms,
         create_topics=args.create_topics,
         partitions=args.partitions,
@@ -159,6 +167,8 @@ def argv(settings: Settings) -> list[str]:
         str(settings.watchdog_timeout_s),
         "--max-clock-skew",
         str(settings.max_clock_skew_s),
+        "--state-retention",
+        NEVER if settings.state_retention_s is None else f"{settings.state_retention_s}s",
         "--session-timeout-ms",
         str(settings.session_timeout_ms),
         "--partitions",

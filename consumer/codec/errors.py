@@ -50,6 +50,13 @@ class FutureEvent(FieldError):
     code = "clock_skew"
 
 
+class DeliveryArchived(InvalidEvent):
+    """Valid input for a delivery already archived (past its retention): kept in the dead-letter topic for a replay
+    after a longer retention, never applied, so the archived KPI stays final."""
+
+    code = "delivery_archived"
+
+
 class ProcessingError(InvalidEvent):
     """A well-formed record whose processing raised: set aside so the rest of the stream goes on."""
 

@@ -39,6 +39,9 @@ class DeliveryState:
     scheduled: bool = False
     cancelled: bool = False
     final: bool = False  # the validity period is over
+    # When the service's clock saw it become final: the validity end for a send processed live, the processing
+    # time for a backlog read later. Retention counts from here, so a replay is not archived before it is read.
+    final_at: int | None = None
     archived: bool = False  # final for longer than the retention: message-level state dropped, counters kept
     counters: KpiCounters = field(default_factory=KpiCounters)
     version: int = 0  # of the last published KPI record

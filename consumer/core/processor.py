@@ -6,8 +6,9 @@ lifecycle moments that change many statuses at once (the validity end, a PREPARE
 switches EFS) walk a delivery's messages.
 
 Retention: a delivery final for longer than `retention_ms` (by the same clock that ends
-validity periods) is archived at the next clock step: its message-level state is deleted,
-its record keeps the final counters, and it leaves memory. Later input for it is refused.
+validity periods, counted from when that clock saw it become final) is archived at the next
+clock step: its message-level state is deleted, its record keeps the final counters, and it
+leaves memory. Later input for it is refused.
 """
 
 from __future__ import annotations
@@ -199,8 +200,10 @@ class PartitionProcessor:
         return True
 
     def _archive_due(self, delivery: DeliveryState) -> bool:
-        retention, end = self._retention_ms, delivery.validity_end
-        return retention is not None and delivery.final and end is not None and self._time >= end + retention
+        if self._retention_ms is None or not delivery.final:
+            return False
+        since = delivery.final_at if delivery.final_at is not None else delivery.validity_end  # older records
+        return since is not None and self._time >= since + self._retention_ms
 
     def _archive(self, delivery: DeliveryState) -> None:
         """Drop the message-level state; the record keeps the final counters and its KPI goes out marked."""
@@ -270,6 +273,7 @@ class PartitionProcessor:
         if final == delivery.final:
             return
         delivery.final = final
+        delivery.final_at = self._time if final else None
         self._touch(delivery)
         if delivery.counters.awaiting_validity_end:
             self._reevaluate(delivery, delivery.efs, not final, None)

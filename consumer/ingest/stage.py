@@ -10,7 +10,6 @@ delivery stage ignores. A record that cannot be mapped is dead-lettered; the sta
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ from consumer.ingest.classifier import Classifier
 from consumer.ingest.formats import Format, IdKeys, Mapped, make_format
 from consumer.kafka.producer import ANY_PARTITION, Headers, OutputProducer
 from consumer.ops import logging as logs
-from consumer.ops.metrics import Metrics
+from consumer.ops.metrics import Metrics, Tally
 from consumer.service.dead_letters import DeadLetters
 from consumer.service.settings import IngestSource, Settings
 from consumer.service.stage import Beat, Coordinates, PartitionWork
@@ -32,16 +31,6 @@ from consumer.service.stage import Beat, Coordinates, PartitionWork
 RULE_HEADER = "sendtrack.bounce.rule"  # which classifier rule decided a bounce: why it counts as it does
 FORMAT_HEADER = "sendtrack.source.format"
 Output = tuple[bytes, bytes, Headers]  # key, value, headers of one mta.events record
-
-
-class IngestWork(PartitionWork):
-    """A source partition: besides its offsets, what its records became since the last checkpoint (counted
-    in the metrics once committed, so a rewind never counts a record twice)."""
-
-    def reset(self) -> None:
-        super().reset()
-        self.outcomes: Counter[str] = Counter()  # mapped, no_event, dead_lettered
-        self.types: Counter[str] = Counter()  # event type -> events produced
 
 
 def ingest_stages(settings: Settings, metrics: Metrics) -> list[IngestStage]:
@@ -95,7 +84,7 @@ class IngestStage:
         return None
 
     def open(self, partitions: Sequence[int], beat: Beat) -> dict[int, PartitionWork]:
-        return {partition: IngestWork(partition) for partition in partitions}
+        return {partition: PartitionWork(partition) for partition in partitions}
 
     def close(self, work: PartitionWork) -> None:
         return None
@@ -105,27 +94,27 @@ class IngestStage:
         latest_ms = int(now_s * 1000) + self._max_skew_ms
         for msg in messages:
             work = works.get(msg.partition())
-            if not isinstance(work, IngestWork):  # revoked meanwhile; the owner reads it from the committed offset
+            if work is None:  # revoked meanwhile; the owner reads it from the committed offset
                 continue
-            outcome = self._ingest(msg, latest_ms, work.types)
-            work.outcomes[outcome] += 1
+            outcome = self._ingest(msg, latest_ms, work.tally)
+            work.tally.add(self._metrics.ingest_records.labels(self._mapper.name, outcome))
             work.consumed[msg.topic()] = msg.offset() + 1
 
-    def _ingest(self, msg: Message, latest_ms: int, types: Counter[str]) -> str:
+    def _ingest(self, msg: Message, latest_ms: int, tally: Tally) -> str:
         """Produce the record's events (all or none) or its dead letter; returns the outcome."""
         try:
             outputs = [self._output(item, msg, latest_ms) for item in self._mapper.map(msg.value())]
         except InvalidEvent as exc:  # unmappable, or an event the delivery stage would refuse
-            self._dead_letters.send(msg, exc)
+            self._dead_letters.send(msg, exc, tally)
             return "dead_lettered"
         except Exception:  # a bug on strange input: set the record aside, keep the stream going
             self._log.exception("ingest_failed", topic=msg.topic(), partition=msg.partition(), offset=msg.offset())
-            self._dead_letters.send(msg, ProcessingError("value", "mapping this record raised; see the log"))
+            self._dead_letters.send(msg, ProcessingError("value", "mapping this record raised; see the log"), tally)
             return "dead_lettered"
-        produce, topic = self._producer.produce, self._topic
+        produce, topic, events = self._producer.produce, self._topic, self._metrics.ingest_events
         for (key, value, headers), kind in outputs:
             produce(topic, value, key, ANY_PARTITION, headers=headers)
-            types[kind] += 1
+            tally.add(events.labels(self._mapper.name, kind))
         return "mapped" if outputs else "no_event"
 
     def _output(self, item: Mapped, msg: Message, latest_ms: int) -> tuple[Output, str]:
@@ -140,11 +129,4 @@ class IngestStage:
         return None  # the events went into the transaction as they were mapped
 
     def persist(self, work: PartitionWork, staged: object | None) -> None:
-        assert isinstance(work, IngestWork)
-        fmt = self._mapper.name
-        for outcome, count in work.outcomes.items():
-            self._metrics.ingest_records.labels(fmt, outcome).inc(count)
-        for kind, count in work.types.items():
-            self._metrics.ingest_events.labels(fmt, kind).inc(count)
-        work.outcomes.clear()
-        work.types.clear()
+        return None  # its metrics are in the work's tally, which the checkpoint counts

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter as Amounts
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -82,3 +85,23 @@ class Metrics:
             ["format", "type"],
             registry=r,
         )
+
+
+class Tally:
+    """Counter increments held back until the checkpoint that covers them commits. A rewind drops them with the
+    work they counted, so a counter never counts an aborted record, nor a redone one twice."""
+
+    def __init__(self) -> None:
+        self._pending: Amounts[Any] = Amounts()  # a labelled counter child -> its increment
+
+    def add(self, child: Any, amount: float = 1) -> None:
+        if amount:
+            self._pending[child] += amount
+
+    def commit(self) -> None:
+        for child, amount in self._pending.items():
+            child.inc(amount)
+        self._pending.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)

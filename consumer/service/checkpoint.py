@@ -5,7 +5,8 @@
 2. wait for every acknowledgement;
 3. commit the consumed input offsets: inside the transaction (exactly-once) or after the
    flush (at-least-once);
-4. only then let the stage persist what was committed (the delivery stage: state + offsets, one batch).
+4. only then let the stage persist what was committed (the delivery stage: state + offsets, one batch), and
+   count in the metrics what the committed work did (`PartitionWork.tally`).
 
 A crash at any step leaves the store behind the changelog, never ahead; restore replays the tail.
 """
@@ -54,7 +55,7 @@ class Checkpointer:
         staged = []
         for work in works:
             output = self._stage.stage_checkpoint(work, now_ms)
-            if output is not None or work.consumed:
+            if output is not None or work.consumed or work.tally:
                 staged.append((work, output))
         if not staged:
             return False
@@ -71,6 +72,7 @@ class Checkpointer:
             self._stage.persist(work, output)
             work.committed.update(work.consumed)
             work.consumed.clear()
+            work.tally.commit()
         seconds = time.perf_counter() - started
         self._seconds.observe(seconds)
         if seconds > self._interval_s / 4:  # it delays every output behind it: worth a line

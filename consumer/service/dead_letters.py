@@ -8,7 +8,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from consumer.codec.errors import InvalidEvent
 from consumer.kafka.producer import OutputProducer
-from consumer.ops.metrics import Metrics
+from consumer.ops.metrics import Metrics, Tally
 
 # A dead letter is its input plus a few headers; an input at the size limit would no longer fit.
 _MAX_VALUE_BYTES = 900_000
@@ -21,8 +21,9 @@ class DeadLetters:
         self._metrics = metrics
         self._log = log
 
-    def send(self, msg: Message, exc: InvalidEvent) -> None:
-        """Produce the dead letter (inside the open transaction, or flushed before the offsets commit)."""
+    def send(self, msg: Message, exc: InvalidEvent, tally: Tally) -> None:
+        """Produce the dead letter (inside the open transaction, or flushed before the offsets commit); it is
+        counted in `tally`, the work of its input partition, when that work is committed."""
         value = msg.value()
         headers = [
             *list(msg.headers() or []),
@@ -43,7 +44,7 @@ class DeadLetters:
                 raise
             headers.append(("sendtrack.value.dropped", b"too large"))
             self._producer.produce(self._topic, None, msg.key(), msg.partition(), headers=headers)
-        self._metrics.dlq.labels(exc.code).inc()
+        tally.add(self._metrics.dlq.labels(exc.code))
         self._log.warning(
             "dead_lettered",
             code=exc.code,

@@ -21,7 +21,7 @@ from consumer.core.status import MessageState
 from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import OutputProducer
-from consumer.ops.metrics import Metrics
+from consumer.ops.metrics import Metrics, Tally
 from consumer.service.dead_letters import DeadLetters
 from consumer.service.errors import StartupError, StateFailed
 from consumer.service.intake import Intake
@@ -135,7 +135,7 @@ class DeliveryStage:
     def _runtime_after_restore(self, partition: int, store: PartitionStore, result: RestoreResult) -> PartitionRuntime:
         self._metrics.restore_records.inc(result.records)
         self._metrics.restore_seconds.observe(result.seconds)
-        runtime = PartitionRuntime(partition, store, self._settings.efs_default)
+        runtime = self.runtime(partition, store)
         for delivery_id in sorted(result.touched):  # replayed records are made consistent by a recompute
             if runtime.processor.compute_stats(delivery_id, publish=False) is False:
                 self._metrics.stats_mismatches.labels("restore").inc()
@@ -144,6 +144,12 @@ class DeliveryStage:
             self.kpis[delivery_id] = kpi_record(runtime.processor.delivery(delivery_id))
         self._log.info("restored", partition=partition, records=result.records, seconds=round(result.seconds, 3))
         return runtime
+
+    def runtime(self, partition: int, store: PartitionStore) -> PartitionRuntime:
+        """A partition's runtime over its (restored) store, with the instance's rules."""
+        retention_s = self._settings.state_retention_s
+        retention_ms = None if retention_s is None else int(retention_s * 1000)
+        return PartitionRuntime(partition, store, self._settings.efs_default, retention_ms)
 
     def close(self, work: PartitionWork) -> None:
         assert isinstance(work, PartitionRuntime)
@@ -162,7 +168,7 @@ class DeliveryStage:
         the KPIs and the changelog left to produce, which keeps it, and the event-to-KPI latency, short."""
         logs = runtime.processor.take_sending_logs()
         self._send_logs(logs, runtime.partition)
-        self._metrics.sending_logs_published.inc(len(logs))
+        runtime.tally.add(self._metrics.sending_logs_published, len(logs))
 
     def _send_logs(self, logs: list[dict[str, Any]], partition: int) -> None:
         produce, encode, topic = self._producer.produce, self._log_codec.encode, self._topics.sending_logs
@@ -174,6 +180,7 @@ class DeliveryStage:
         if now_ms is not None:
             work.processor.advance_clock(now_ms)
         out = work.processor.take_output()
+        self._tally(work.tally, out)  # counted when this checkpoint commits, even one that changed nothing
         changes = work.view.stage()
         if not (changes or out.kpis or out.sending_logs):
             return None
@@ -187,9 +194,13 @@ class DeliveryStage:
             if staged.next_changelog.value is not None:
                 offsets[CHANGELOG_OFFSET] = staged.next_changelog.value
             work.store.write(staged.changes, offsets)
-            self._count(staged.output)
+            for rejection in staged.output.rejections:
+                self._log.warning("confirmation_rejected", **rejection._asdict())
             for kpi in staged.output.kpis:
-                self.kpis[kpi["delivery_id"]] = kpi
+                if kpi["archived"]:  # its last KPI is on the topic; the instance's map holds live deliveries
+                    self.kpis.pop(kpi["delivery_id"], None)
+                else:
+                    self.kpis[kpi["delivery_id"]] = kpi
         elif offsets:
             work.store.write({}, offsets)
 
@@ -207,20 +218,18 @@ class DeliveryStage:
             produce(topic, value, key, partition, on_delivery=next_offset if i == last else None)
         return next_offset
 
-    def _count(self, out: Output) -> None:
+    def _tally(self, tally: Tally, out: Output) -> None:
         m = self._metrics
         for (kind, outcome), count in out.outcomes.items():
             topic = self._topics.deliveries if kind in DELIVERY_EVENT_TYPES else self._topics.mta_events
-            m.events.labels(topic, kind, outcome).inc(count)
+            tally.add(m.events.labels(topic, kind, outcome), count)
         for (old, new, efs), count in out.transitions.items():
-            m.transitions.labels(old or "NONE", new, str(efs).lower()).inc(count)
+            tally.add(m.transitions.labels(old or "NONE", new, str(efs).lower()), count)
         for rejection in out.rejections:
-            m.rejected_confirmations.labels(rejection.reason).inc()
-            self._log.warning("confirmation_rejected", **rejection._asdict())
-        if out.anomalies:
-            m.anomalies.inc(out.anomalies)
-        m.kpis_published.inc(len(out.kpis))
-        m.sending_logs_published.inc(len(out.sending_logs))
+            tally.add(m.rejected_confirmations.labels(rejection.reason))
+        tally.add(m.anomalies, out.anomalies)
+        tally.add(m.kpis_published, len(out.kpis))
+        tally.add(m.sending_logs_published, len(out.sending_logs))
 
     # -- what the instance shows (the Deployment view's, from HTTP threads: committed state only) --------------
     def published_kpis(self) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from confluent_kafka import Message
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.control import parse_control
-from consumer.codec.errors import InvalidEvent, ProcessingError
+from consumer.codec.errors import DeliveryArchived, InvalidEvent, ProcessingError
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.codec.validation import check_event
 from consumer.core.events import Event
@@ -71,25 +71,34 @@ class Intake:
             batch = batches.setdefault(partition, _Batch())
             where = Coordinates(msg.topic(), partition, msg.offset())
             if where in self.poison:
-                self._dead_letters.send(msg, ProcessingError("value", "processing this record raised; see the log"))
+                error = ProcessingError("value", "processing this record raised; see the log")
+                self._dead_letters.send(msg, error, runtime.tally)
             elif where.topic == self._control:
                 self._apply(runtime, batch, now_ms)
                 self._command(runtime, msg, where)
             else:
-                self._decode(msg, where, batch, latest_ms)
+                self._decode(msg, where, runtime, batch, latest_ms)
             batch.done[where.topic] = where.offset + 1
         for partition, batch in batches.items():
             self._apply(runtimes[partition], batch, now_ms)
 
-    def _decode(self, msg: Message, where: Coordinates, batch: _Batch, latest_ms: int) -> None:
+    def _decode(
+        self, msg: Message, where: Coordinates, runtime: PartitionRuntime, batch: _Batch, latest_ms: int
+    ) -> None:
         try:
             event = check_event(self._codecs[where.topic].decode(msg.value()), msg.key(), latest_ms)
+            # Archiving happens at the end of a batch's apply, so this sees it for every record after it.
+            if runtime.processor.archived(event["delivery_id"]) is not None:
+                raise DeliveryArchived("delivery_id", f"delivery {event['delivery_id']!r} is archived")
         except InvalidEvent as exc:
-            self._dead_letters.send(msg, exc)
+            self._dead_letters.send(msg, exc, runtime.tally)
             return
+        except StoreError:  # the store failed, not the record
+            raise
         except Exception:  # a decoder bug on strange input: set the record aside, keep the stream going
             self._log.exception("decode_failed", topic=where.topic, partition=where.partition, offset=where.offset)
-            self._dead_letters.send(msg, ProcessingError("value", "decoding this record raised; see the log"))
+            error = ProcessingError("value", "decoding this record raised; see the log")
+            self._dead_letters.send(msg, error, runtime.tally)
             return
         batch.events.append(event)
         batch.origins.append(where)
@@ -114,7 +123,7 @@ class Intake:
         try:
             command = parse_control(msg.value(), msg.key())
         except InvalidEvent as exc:
-            self._dead_letters.send(msg, exc)
+            self._dead_letters.send(msg, exc, runtime.tally)
             return
         try:
             matched = runtime.processor.compute_stats(command.delivery_id)
@@ -126,8 +135,10 @@ class Intake:
         context = {"delivery_id": command.delivery_id, "partition": runtime.partition}
         if matched is None:
             self._log.warning("compute_stats_unknown_delivery", **context)
+        elif runtime.processor.delivery(command.delivery_id).archived:
+            self._log.info("compute_stats_archived", **context)  # its final counters are republished as they are
         elif not matched:
-            self._metrics.stats_mismatches.labels("command").inc()
+            runtime.tally.add(self._metrics.stats_mismatches.labels("command"))
             self._log.error("compute_stats_mismatch", **context)
         else:
             self._log.info("compute_stats_matched", **context)

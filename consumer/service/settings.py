@@ -39,6 +39,8 @@ class Settings:
     grace_period_s: float = 30.0
     watchdog_timeout_s: float = 60.0  # no progress of the main loop for this long: exit STUCK
     max_clock_skew_s: float = 900.0  # events dated further ahead of the wall clock are dead letters
+    # How long a final delivery keeps its message-level state before it is archived; None: never archived.
+    state_retention_s: float | None = 30 * 86_400.0
     session_timeout_ms: int = 45_000
     batch_size: int = 5_000
     create_topics: bool = False

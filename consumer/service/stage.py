@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Protocol
 from confluent_kafka import Message
 
 from consumer.kafka.producer import OutputProducer
+from consumer.ops.metrics import Tally
 from consumer.service.dead_letters import DeadLetters
 
 Beat = Callable[[str], None]  # tells the watchdog which step is under way
@@ -45,6 +46,7 @@ class PartitionWork:
     def reset(self) -> None:
         """Forget everything since the last checkpoint."""
         self.consumed: dict[str, int] = {}  # input topic -> next offset, done since the last checkpoint
+        self.tally = Tally()  # what that work adds to the metrics, counted when the checkpoint commits
 
 
 class Stage(Protocol):

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from consumer.codec.avro import HEADER_SIZE, AvroCodec
 from consumer.codec.errors import DecodeError, UnknownSchema
-from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT, SENDING_LOG, build_schema, load
+from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT, SENDING_LOG, build_schema, load, previous
+from tests import samples
 from tests.core.builders import delivery_event, kpi_after, mta, prepared
 
 
@@ -126,3 +127,11 @@ def test_reads_records_of_an_older_writer_schema(mta_codec):
     mta_codec.register_writer(older)
     decoded = mta_codec.decode(data)
     assert (decoded["attempt"], decoded["url"], decoded["type"]) == (0, None, "OPEN")
+
+
+def test_a_kpi_written_before_the_archived_field_still_decodes() -> None:
+    [older] = previous(DELIVERY_KPI)
+    record = {**samples.EXPECTED_KPI, "version": 3, "updated_at": 5}
+    del record["archived"]
+    written = AvroCodec(build_schema(DELIVERY_KPI, older)).encode(record)
+    assert AvroCodec.named(DELIVERY_KPI).decode(written) == {**record, "archived": False}

@@ -58,6 +58,13 @@ def sent_send(partition: Partition, delivery_id: str = "d") -> None:
     )
 
 
+def archive(partition: Partition) -> dict[str, Any]:
+    """Seen final at its validity end, then archived when the retention has passed: the archived KPI."""
+    partition.checkpoint(now_ms=END)
+    [archived] = partition.checkpoint(now_ms=END + RETENTION)
+    return archived
+
+
 def figures(delivery: DeliveryState) -> dict[str, Any]:
     return {k: v for k, v in kpi_record(delivery).items() if k not in ("archived", "version")}
 
@@ -103,6 +110,16 @@ def test_deliveries_that_are_not_final_are_never_archived() -> None:
     assert keys_of(partition.store, "open-ended") and keys_of(partition.store, "later")
 
 
+def test_retention_counts_from_when_the_clock_saw_the_delivery_final() -> None:
+    """Read long after its validity end (a backlog), a send is kept for the retention from then."""
+    partition = Partition()
+    sent_send(partition)
+    [final] = partition.checkpoint(now_ms=END + 10 * RETENTION)
+    assert final["final"] and not final["archived"]
+    [archived] = partition.checkpoint(now_ms=END + 11 * RETENTION)
+    assert archived["archived"]
+
+
 def test_a_future_dated_event_does_not_bring_the_archive_forward() -> None:
     partition = Partition()
     sent_send(partition)
@@ -117,7 +134,7 @@ def test_a_future_dated_event_does_not_bring_the_archive_forward() -> None:
 def test_late_input_for_an_archived_delivery_changes_nothing() -> None:
     partition = Partition()
     sent_send(partition)
-    [archived] = partition.checkpoint(now_ms=END + RETENTION)
+    archived = archive(partition)
     partition.processor.apply(
         [mta("d", "m1", "CLICK", at=END + RETENTION + 1), delivery_event("d", "CANCELLED", at=END + RETENTION + 2)]
     )
@@ -134,7 +151,7 @@ def test_late_input_for_an_archived_delivery_changes_nothing() -> None:
 def test_compute_stats_on_an_archived_delivery_republishes_its_final_counters() -> None:
     partition = Partition()
     sent_send(partition)
-    [archived] = partition.checkpoint(now_ms=END + RETENTION)
+    archived = archive(partition)
     partition.reopen()  # a restart: the archived delivery is not in memory
     assert partition.processor.compute_stats("d") is True
     [again] = partition.checkpoint()
@@ -147,7 +164,7 @@ def test_compute_stats_on_an_archived_delivery_republishes_its_final_counters() 
 def test_archiving_is_redone_after_a_rewind_and_restores_from_the_changelog() -> None:
     partition = Partition()
     sent_send(partition)
-    partition.checkpoint(now_ms=300)
+    partition.checkpoint(now_ms=END)
     partition.processor.advance_clock(END + RETENTION)  # archived in memory, never committed
     partition.reopen()
     assert partition.processor.delivery_ids() == ["d"] and keys_of(partition.store, "d")

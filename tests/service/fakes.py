@@ -17,7 +17,6 @@ from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
 from consumer.kafka.topics import Topics
 from consumer.service.app import Service
-from consumer.service.partition import PartitionRuntime
 from consumer.service.settings import Settings
 from consumer.state.memory import MemoryStore
 
@@ -135,7 +134,7 @@ class LoopDriver:
         self.stage.use_reader(FakeConsumer())
         self.runner.attach(self.producer, self.consumer)  # type: ignore[arg-type]
         for p in range(partitions):
-            self.runner.works[p] = self.stage.runtimes[p] = PartitionRuntime(p, MemoryStore(), False)
+            self.runner.works[p] = self.stage.runtimes[p] = self.stage.runtime(p, MemoryStore())
         self._offsets: dict[tuple[str, int], itertools.count] = defaultdict(itertools.count)
 
     def message(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> FakeMessage:
