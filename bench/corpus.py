@@ -4,13 +4,16 @@ tests/ingest/corpus/replies.toml holds real SMTP replies with the type and reaso
 them. Figures: type accuracy (hard / soft / ignored), reason accuracy, and the share of replies from valid
 addresses (expected soft or ignored) classified hard, the costly mistake. A fixed 30 % of the corpus, chosen by a
 hash of the text, is held out: rules are written against the rest and the held-out part checks that they
-generalise. `--misses` lists what was classified wrong.
+generalise. `--misses` lists what was classified wrong. `--sisimai` also runs the open peer Sisimai (Debian's
+libsisimai-perl, through bench/sisimai_corpus.pl) on the same replies, its reasons mapped onto ours by SISIMAI.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import subprocess
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +23,41 @@ from typing import Any
 from consumer.ingest.classifier import Classifier
 
 CORPUS = Path(__file__).parents[1] / "tests" / "ingest" / "corpus" / "replies.toml"
+SISIMAI_SCRIPT = Path(__file__).with_name("sisimai_corpus.pl")
 HOLDOUT_PERCENT = 30
+
+# Sisimai's reasons onto the platform's (consumer/ingest/README.md shows this table). "filtered" is Sisimai's
+# rejection after DATA, in its own tests mostly of unknown users; "expired" gives no cause, so "unreachable".
+SISIMAI = {
+    "userunknown": "user_unknown",
+    "filtered": "user_unknown",
+    "hasmoved": "user_unknown",
+    "hostunknown": "invalid_domain",
+    "notaccept": "invalid_domain",
+    "suspend": "account_disabled",
+    "mailboxfull": "mailbox_full",
+    "systemfull": "mailbox_full",
+    "mesgtoobig": "text_too_long",
+    "exceedlimit": "text_too_long",
+    "blocked": "refused",
+    "rejected": "refused",
+    "policyviolation": "refused",
+    "spamdetected": "refused",
+    "securityerror": "refused",
+    "norelaying": "refused",
+    "virusdetected": "refused",
+    "contenterror": "refused",
+    "toomanyconn": "refused",
+    "networkerror": "unreachable",
+    "systemerror": "unreachable",
+    "mailererror": "unreachable",
+    "syntaxerror": "unreachable",
+    "expired": "unreachable",
+    "vacation": "error_ignored",
+    "delivered": "error_ignored",
+    "feedback": "error_ignored",
+}
+SISIMAI_KINDS = {1: "soft", 0: "hard", -1: "ignored"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +145,15 @@ def ours(classifier: Classifier) -> Callable[[Reply], Verdict]:
     return verdict
 
 
+def sisimai(replies: Sequence[Reply]) -> list[Verdict]:
+    """Sisimai's verdicts, one per reply; its own kind (soft_or_hard), its reason mapped by SISIMAI ("unknown" for
+    onhold, undefined and anything unparsed)."""
+    lines = "".join(json.dumps({"code": r.code, "enhanced": r.enhanced, "text": r.text}) + "\n" for r in replies)
+    done = subprocess.run(["perl", str(SISIMAI_SCRIPT)], input=lines, capture_output=True, text=True, check=True)
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    return [(SISIMAI_KINDS[a["soft"]], SISIMAI.get(a["reason"], "unknown")) for a in answers]
+
+
 def split_figures(replies: Sequence[Reply], verdicts: Sequence[Verdict]) -> dict[str, Figures]:
     """Figures for the whole corpus, the part the rules were written against and the held-out part."""
     parts = {"all": lambda r: True, "dev": lambda r: not r.held_out, "held-out": lambda r: r.held_out}
@@ -129,14 +175,21 @@ def misses(replies: Sequence[Reply], verdicts: Sequence[Verdict]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict[str, Figures]:
     parser = argparse.ArgumentParser(prog="python -m bench.corpus", description=__doc__.split("\n")[0])
     parser.add_argument("--misses", action="store_true", help="list the replies classified wrong")
+    parser.add_argument("--sisimai", action="store_true", help="also run Sisimai (needs libsisimai-perl)")
     args = parser.parse_args(argv)
     replies = load()
-    verdicts = [ours(Classifier.load())(r) for r in replies]
+    result = report("sendtrack bounce classifier", replies, [ours(Classifier.load())(r) for r in replies], args.misses)
+    if args.sisimai:
+        result |= {f"sisimai {k}": v for k, v in report("Sisimai", replies, sisimai(replies), args.misses).items()}
+    return result
+
+
+def report(name: str, replies: Sequence[Reply], verdicts: Sequence[Verdict], show_misses: bool) -> dict[str, Figures]:
     result = split_figures(replies, verdicts)
-    print(f"sendtrack bounce classifier on {CORPUS.name}")
-    for name, value in result.items():
-        print("  " + value.line(name))
-    if args.misses:
+    print(f"{name} on {CORPUS.name}")
+    for part, value in result.items():
+        print("  " + value.line(part))
+    if show_misses:
         print("\n".join(misses(replies, verdicts)))
     return result
 

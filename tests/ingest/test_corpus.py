@@ -3,6 +3,11 @@ whole corpus, and the held-out part as a check that the rules generalise."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
+import pytest
+
 from bench import corpus
 from consumer.ingest.classifier import KINDS, REASONS, default_classifier
 
@@ -47,3 +52,22 @@ def test_figures_count_what_they_say():
     assert figures.type_ok == sum(r.kind == "hard" for r in replies)
     assert figures.reason_ok == sum(r.reason == "refused" for r in replies)
     assert figures.valid_hard == figures.valid == sum(r.kind != "hard" for r in replies)
+
+
+def sisimai_installed() -> bool:
+    return subprocess.run(["perl", "-MSisimai", "-e", "1"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which("perl") or not sisimai_installed(), reason="needs Debian's libsisimai-perl")
+def test_sisimai_gives_one_mapped_verdict_per_reply():
+    replies = REPLIES[:20]
+    verdicts = corpus.sisimai(replies)
+    assert len(verdicts) == len(replies)
+    assert all(kind in KINDS and reason in REASONS for kind, reason in verdicts)
+    assert set(corpus.SISIMAI.values()) <= set(REASONS)
+
+
+def test_the_benchmark_prints_every_part(capsys):
+    result = corpus.main([])
+    assert set(result) == {"all", "dev", "held-out"}
+    assert "held-out" in capsys.readouterr().out
