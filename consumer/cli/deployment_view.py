@@ -18,10 +18,10 @@ from consumer.web.auth import Auth, load_web_config
 from consumer.web.kpi_view import KpiView
 from consumer.web.owner_state import (
     PAGE_SCAN_BUDGET,
-    FailedPage,
     MessageDetail,
-    failed_page,
+    MessagePage,
     message_detail,
+    status_page,
 )
 from consumer.web.owners import Owners, client_id_for, first_answer, group_lookup, peer_lookup, static_peers
 
@@ -38,12 +38,12 @@ class InstanceOwnerState:
     def delivery_kpi(self, delivery_id: str) -> dict[str, Any] | None:
         return self._deliveries.kpis.get(delivery_id)
 
-    def failed_messages(self, delivery_id: str, after: str | None, limit: int) -> FailedPage:
+    def messages(self, delivery_id: str, status: str | None, after: str | None, limit: int) -> MessagePage:
         found = self._deliveries.committed_messages(delivery_id, after, PAGE_SCAN_BUDGET)
         if found is None:
-            return FailedPage([], None)
+            return MessagePage([], None)
         delivery, messages = found
-        return failed_page(messages, delivery.efs, delivery.final, limit)
+        return status_page(messages, delivery.efs, delivery.final, status, limit)
 
     def message(self, delivery_id: str, message_id: str) -> MessageDetail | None:
         found = self._deliveries.committed_message(delivery_id, message_id)

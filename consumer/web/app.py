@@ -7,11 +7,13 @@ forwarded there.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -25,15 +27,19 @@ from consumer.web.actions import CONFIRM, MESSAGES, Actions, Outcome, Publisher
 from consumer.web.auth import Auth, Identity
 from consumer.web.csrf import JSON, Csrf, media_type
 from consumer.web.headers import secured
-from consumer.web.kpi_view import KpiEntry, KpiTable
-from consumer.web.owner_state import OwnerState
+from consumer.web.owner_state import STATUSES, OwnerState
 from consumer.web.owners import INSTANCE_PATH, Owners, forward, is_routed, redirect
 from consumer.web.routes import Route
 from consumer.web.signin import THROTTLED, SignIn, client_address
+from consumer.web.table import KpiEntry, KpiTable
 from consumer.web.throttle import Throttle
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+EXPORT_PAGE = 1000  # messages per read of an export: what it holds in memory at once
+ALL = "ALL"
+FAILED = "FAILED"
+MAX_SEARCH = 256  # characters of a search: no delivery id is longer
 HTML = "text/html; charset=utf-8"
 ACTIONS = f"{CONFIRM}|{COMPUTE_STATS}"
 
@@ -81,6 +87,7 @@ class WebApp:
             Route.of("POST", f"/api/deliveries/{{delivery_id}}/{{action={ACTIONS}}}", self._api_action),
             Route.of("POST", f"/deliveries/{{delivery_id}}/{{action={ACTIONS}}}", self._form_action),
             Route.of("GET", "/deliveries/{delivery_id}", self._delivery),
+            Route.of("GET", "/deliveries/{delivery_id}/sending-logs.csv", self._export),
         ]
 
     def handle(self, request: Request) -> Response | None:
@@ -141,42 +148,66 @@ class WebApp:
         return None
 
     def _list_page(self, request: Request, identity: Identity) -> Response:
-        state = _param(request, "state")
-        state = state if state in pages.STATES else None
-        cursor, entries = self.kpis.snapshot()
-        shown = [e for e in entries if state in (None, e.kpi["state"])]
+        query = _list_query(request)
+        cursor = self.kpis.cursor()  # before the page: live updates may repeat a change, never miss one
+        page = self.kpis.page(PAGE_SIZE, query.before, query.state, query.search)
+        total, by_state = self.kpis.counts()
         body = pages.render(
-            "index.html", identity=identity, entries=shown, cursor=cursor, states=pages.STATES, state_filter=state
+            "index.html",
+            identity=identity,
+            page=page,
+            query=query,
+            cursor=cursor,
+            states=pages.STATES,
+            total=total,
+            by_state=by_state,
         )
         return _html(200, body)
 
     def _api_list(self, request: Request, identity: Identity) -> Response:
-        state = _param(request, "state")
-        cursor, entries = self.kpis.snapshot()
-        return _json(200, {"cursor": cursor, "deliveries": [e.kpi for e in entries if state in (None, e.kpi["state"])]})
+        """A page of deliveries, newest change first; `next_cursor` asks for the next one."""
+        query = _list_query(request, "cursor")
+        limit = min(_int_param(request, "limit", PAGE_SIZE), MAX_PAGE_SIZE)
+        cursor = self.kpis.cursor()
+        page = self.kpis.page(limit, query.before, query.state, query.search)
+        return _json(
+            200,
+            {
+                "cursor": cursor,  # for /events: the changes after this page was read
+                "deliveries": [e.kpi for e in page.entries],
+                "next_cursor": None if page.next_before is None else str(page.next_before),
+            },
+        )
 
     def _events(self, request: Request, identity: Identity) -> Response:
-        """Changed KPIs after a cursor: a server-sent event stream, or one JSON answer for pollers."""
+        """Changed KPIs after a cursor: a server-sent event stream, or one JSON answer for pollers. `delivery`
+        follows one delivery, `q` the deliveries whose id contains it (the list's search)."""
         cursor = _cursor_param(request)
-        only = _param(request, "delivery")
+        wanted = _Wanted(_param(request, "delivery"), _param(request, "q") or "")
         if "text/event-stream" in request.headers.get("accept", ""):
             headers = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
-            return Response(200, self._stream(cursor, only), "text/event-stream", headers)
+            return Response(200, self._stream(cursor, wanted), "text/event-stream", headers)
         cursor, entries = self.kpis.changes(cursor, 0)
-        changes = [pages.live_change(e) for e in entries if only in (None, e.kpi["delivery_id"])]
-        return _json(200, {"cursor": cursor, "changes": changes})
+        return _json(200, {"cursor": cursor, "changes": [self._live(e, wanted) for e in entries if wanted.takes(e)]})
 
-    def _stream(self, cursor: str | None, only: str | None) -> Iterator[bytes]:
+    def _stream(self, cursor: str | None, wanted: _Wanted) -> Iterator[bytes]:
         yield b"retry: 2000\n\n"
         deadline = self._clock() + self._stream_s
         while self._clock() < deadline:
             cursor, entries = self.kpis.changes(cursor, self._heartbeat_s)
             events = [
-                f"id: {cursor}\nevent: kpi\ndata: {json.dumps(pages.live_change(e))}\n\n".encode()
+                f"id: {cursor}\nevent: kpi\ndata: {json.dumps(self._live(e, wanted))}\n\n".encode()
                 for e in entries
-                if only in (None, e.kpi["delivery_id"])
+                if wanted.takes(e)
             ]
             yield b"".join(events) or b": keep-alive\n\n"
+
+    def _live(self, entry: KpiEntry, wanted: _Wanted) -> dict[str, Any]:
+        """A change as the browser applies it; a delivery's own page also gets its chart."""
+        change = pages.live_change(entry)
+        if wanted.delivery is not None:
+            change["chart"] = pages.chart(self.kpis.history(entry.delivery_id), entry.kpi)
+        return change
 
     def _delivery(self, request: Request, identity: Identity, delivery_id: str) -> Response | None:
         cursor = self.kpis.cursor()  # before the entry: live updates may repeat a change, never miss one
@@ -197,10 +228,17 @@ class WebApp:
     ) -> Response:
         delivery_id = entry.kpi["delivery_id"]
         after, message_id = _param(request, "after"), _param(request, "message")
-        sending_logs: dict[str, Any] = {"problem": problem, "after": after, "message_query": message_id}
+        status = _status_param(request, FAILED)
+        sending_logs: dict[str, Any] = {
+            "problem": problem,
+            "after": after,
+            "message_query": message_id,
+            "status": status or ALL,
+            "statuses": (*STATUSES, ALL),
+        }
         if problem is None:
             try:
-                sending_logs["page"] = self._state().failed_messages(delivery_id, after, PAGE_SIZE)
+                sending_logs["page"] = self._state().messages(delivery_id, status, after, PAGE_SIZE)
                 sending_logs["message"] = self._state().message(delivery_id, message_id) if message_id else None
             except Exception as exc:  # the partition moved away mid-read: the KPIs still show
                 self._log.warning("sending_logs_unavailable", delivery_id=delivery_id, error=str(exc))
@@ -215,6 +253,7 @@ class WebApp:
                 partition=entry.partition,
                 cursor=cursor,
                 logs=sending_logs,
+                chart=pages.chart(self.kpis.history(delivery_id), entry.kpi),
                 can_confirm=self.auth.can_confirm(identity),
                 can_act=self.auth.can_act(identity),
                 csrf_tokens={a: self._csrf.token(identity, a, delivery_id) for a in (CONFIRM, COMPUTE_STATS)}
@@ -225,20 +264,25 @@ class WebApp:
         )
 
     def _api_failed(self, request: Request, identity: Identity, delivery_id: str) -> Response:
+        """The failed messages a page at a time (`failed`: the name clients of the first API read)."""
+        return self._api_messages(request, delivery_id, FAILED, "failed")
+
+    def _api_messages(self, request: Request, delivery_id: str, status: str | None, key: str) -> Response:
         after = _param(request, "after")
         limit = min(_int_param(request, "limit", PAGE_SIZE), MAX_PAGE_SIZE)
 
         def local() -> Response:
-            page = self._state().failed_messages(delivery_id, after, limit)
-            rows = [{"message_id": r.message_id, "status": r.status, "reason": r.reason} for r in page.rows]
-            return _json(200, {"delivery_id": delivery_id, "failed": rows, "next_after": page.next_after})
+            page = self._state().messages(delivery_id, status, after, limit)
+            rows = [asdict(row) for row in page.rows]
+            return _json(200, {"delivery_id": delivery_id, key: rows, "next_after": page.next_after})
 
         return self._owner_json(request, delivery_id, local)
 
     def _api_message(self, request: Request, identity: Identity, delivery_id: str) -> Response:
+        """One message with `message_id`; else the messages a page at a time, by `status` when given."""
         message_id = _param(request, "message_id")
         if not message_id:
-            return _json(400, {"error": "message_id is required"})
+            return self._api_messages(request, delivery_id, _status_param(request, None), "messages")
 
         def local() -> Response:
             detail = self._state().message(delivery_id, message_id)
@@ -247,6 +291,37 @@ class WebApp:
             return _json(200, {"delivery_id": delivery_id, **asdict(detail)})
 
         return self._owner_json(request, delivery_id, local)
+
+    def _export(self, request: Request, identity: Identity, delivery_id: str) -> Response:
+        """Every message of the delivery as CSV, streamed from the owner a page at a time (bounded memory)."""
+        entry = self.kpis.get(delivery_id)
+        if entry is None:
+            return self._error(request, identity, 404, f"No delivery {delivery_id!r}.")
+
+        def local(problem: str | None) -> Response:
+            if problem is not None:
+                return self._error(request, identity, 503, problem, [("Retry-After", "1")])
+            filename = "sending-logs-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in delivery_id)[:100]
+            disposition = [("Content-Disposition", f'attachment; filename="{filename}.csv"')]
+            return Response(200, self._csv_rows(entry), "text/csv; charset=utf-8", disposition)
+
+        return self._at_owner(request, entry, local)
+
+    def _csv_rows(self, entry: KpiEntry) -> Iterator[bytes]:
+        yield csv_line(("message_id", "status", "reason", "events", "status_changes"))
+        after: str | None = None
+        while True:
+            if entry.partition not in self._owned():  # moved away mid-export: say so rather than end short silently
+                yield b"# incomplete: the delivery's partition moved to another instance; download again\r\n"
+                return
+            page = self._state().messages(entry.delivery_id, None, after, EXPORT_PAGE)
+            yield b"".join(
+                csv_line((r.message_id, r.status or "", r.reason or "", " ".join(r.events), str(r.changes)))
+                for r in page.rows
+            )
+            if page.next_after is None:
+                return
+            after = page.next_after
 
     # -- where message-level state lives ---------------------------------------------------------------------
     def _owner_json(self, request: Request, delivery_id: str, local: Callable[[], Response]) -> Response:
@@ -394,6 +469,51 @@ def _int_param(request: Request, name: str, default: int) -> int:
     if not number:
         raise BadRequest(f"{name} must be a positive number")
     return number
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """Which changes a live reader asked for."""
+
+    delivery: str | None
+    search: str
+
+    def takes(self, entry: KpiEntry) -> bool:
+        if self.delivery is not None:
+            return entry.delivery_id == self.delivery
+        return self.search.casefold() in entry.delivery_id.casefold()
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    state: str | None
+    search: str
+    before: int | None  # a page cursor: the change number to go on below
+
+
+def _list_query(request: Request, cursor_name: str = "before") -> ListQuery:
+    state = _param(request, "state")
+    if state is not None and state not in pages.STATES:
+        raise BadRequest(f"state must be one of {', '.join(pages.STATES)}")
+    before = _param(request, cursor_name)
+    if before is not None and count(before) is None:
+        raise BadRequest(f"{cursor_name} must be a number")
+    return ListQuery(state, (_param(request, "q") or "")[:MAX_SEARCH], count(before))
+
+
+def _status_param(request: Request, default: str | None) -> str | None:
+    """A message status to list (None: all of them)."""
+    status = _param(request, "status") or default
+    if status not in (*STATUSES, ALL, None):
+        raise BadRequest(f"status must be one of {', '.join((*STATUSES, ALL))}")
+    return None if status == ALL else status
+
+
+def csv_line(fields: tuple[str, ...]) -> bytes:
+    """One CSV record; a field a spreadsheet would run as a formula is quoted as text (a leading ' )."""
+    out = io.StringIO()
+    csv.writer(out).writerow(["'" + f if f[:1] in ("=", "+", "-", "@") else f for f in fields])
+    return out.getvalue().encode()
 
 
 def _cursor_param(request: Request) -> str | None:

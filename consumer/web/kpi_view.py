@@ -1,16 +1,14 @@
 """Every instance's read_committed view of the compacted KPI topic: the latest record of each delivery.
 
-`KpiTable` is the thread-safe table with change notification (what pages and server-sent events read);
-`KpiView` feeds one from the topic on a background thread. A KPI record's partition is the partition of
+`KpiView` feeds a `consumer.web.table.KpiTable` (what pages and server-sent events read) from the topic on
+a background thread. A KPI record's partition is the partition of
 the delivery's input, hence of the instance that owns its message-level state.
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -21,79 +19,7 @@ from consumer.codec.schemas import DELIVERY_KPI
 from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
 from consumer.ops import logging as logs
-from consumer.ops.exchange import count
-
-Kpi = dict[str, Any]  # a DeliveryKpi record, field names of schemas/delivery_kpi.avsc
-
-
-@dataclass(frozen=True)
-class KpiEntry:
-    kpi: Kpi
-    partition: int
-    seq: int  # the table's change counter when this record arrived
-
-
-class KpiTable:
-    """Latest KPI per delivery: the highest version wins, at equal versions the later record.
-
-    Changes are numbered; a reader asks for the changes after a cursor `"<epoch>:<seq>"`. The epoch is
-    random per table, so a cursor from another instance (or before a restart) means "send everything".
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[str, KpiEntry] = {}
-        self._seq = 0
-        self._epoch = secrets.token_hex(4)
-        self._changed = threading.Condition()
-
-    def apply(self, partition: int, kpi: Kpi) -> bool:
-        """Keep the record if it is the delivery's latest; True when it changed the table."""
-        with self._changed:
-            current = self._entries.get(kpi["delivery_id"])
-            if current is not None and (kpi["version"] < current.kpi["version"] or kpi == current.kpi):
-                return False
-            self._seq += 1
-            self._entries[kpi["delivery_id"]] = KpiEntry(kpi, partition, self._seq)
-            self._changed.notify_all()
-            return True
-
-    def remove(self, delivery_id: str) -> None:
-        """A tombstone: the delivery is gone from the compacted topic."""
-        with self._changed:
-            if self._entries.pop(delivery_id, None) is not None:
-                self._seq += 1
-                self._changed.notify_all()
-
-    def get(self, delivery_id: str) -> KpiEntry | None:
-        with self._changed:
-            return self._entries.get(delivery_id)
-
-    def snapshot(self) -> tuple[str, list[KpiEntry]]:
-        """A cursor and every entry, by delivery id, taken together."""
-        with self._changed:
-            return self._cursor(), sorted(self._entries.values(), key=lambda e: e.kpi["delivery_id"])
-
-    def changes(self, cursor: str | None, timeout_s: float) -> tuple[str, list[KpiEntry]]:
-        """The entries changed after the cursor, waiting up to timeout_s for one; a foreign cursor gets all."""
-        since = self._seq_of(cursor)
-        with self._changed:
-            if since is not None:
-                self._changed.wait_for(lambda: self._seq > since, timeout_s)
-            fresh = [e for e in self._entries.values() if since is None or e.seq > since]
-            return self._cursor(), sorted(fresh, key=lambda e: e.seq)
-
-    def cursor(self) -> str:
-        """Where the table is now: changes() after it are the ones still to come."""
-        with self._changed:
-            return self._cursor()
-
-    def _cursor(self) -> str:
-        return f"{self._epoch}:{self._seq}"
-
-    def _seq_of(self, cursor: str | None) -> int | None:
-        epoch, _, seq = (cursor or "").partition(":")
-        number = count(seq)
-        return number if epoch == self._epoch and number is not None and number <= self._seq else None
+from consumer.web.table import KpiTable
 
 
 class KpiView(KpiTable):

@@ -16,15 +16,20 @@ from consumer.core.status import FAILED, Bounce, MessageState, failure_reason, m
 PAGE_SCAN_BUDGET = 10_000  # messages looked at for one page: a delivery with few failures never means a full scan
 
 
+STATUSES = ("PENDING", "SENT", "FAILED")
+
+
 @dataclass(frozen=True)
 class MessageRow:
     message_id: str
-    status: str  # PENDING, SENT, FAILED
+    status: str | None  # PENDING, SENT, FAILED; None while never relayed
     reason: str | None  # why it failed
+    events: list[str]  # the MTA event types seen
+    changes: int  # status changes so far (the sending-log records of this message)
 
 
 @dataclass(frozen=True)
-class FailedPage:
+class MessagePage:
     rows: list[MessageRow]
     next_after: str | None  # the cursor of the next page; None when the delivery's messages are exhausted
 
@@ -56,31 +61,33 @@ class OwnerState(Protocol):
         """The last KPI this instance published for a delivery it owns; None otherwise."""
         ...
 
-    def failed_messages(self, delivery_id: str, after: str | None, limit: int) -> FailedPage:
-        """Failed messages with message id > after, in message id order."""
+    def messages(self, delivery_id: str, status: str | None, after: str | None, limit: int) -> MessagePage:
+        """Messages in `status` (any when None) with message id > after, in message id order."""
         ...
 
     def message(self, delivery_id: str, message_id: str) -> MessageDetail | None: ...
 
 
-def failed_page(
+def status_page(
     messages: Iterable[tuple[str, MessageState]],
     efs: bool,
     validity_over: bool,
+    status: str | None,
     limit: int,
     budget: int = PAGE_SCAN_BUDGET,
-) -> FailedPage:
-    """One page of failed messages from (message_id, state) pairs in id order, starting after the cursor.
-
-    Stops after `budget` messages even with fewer than `limit` rows: the page then says where to go on.
-    """
+) -> MessagePage:
+    """One page of messages in `status` (any when None) from (message_id, state) pairs in id order, starting
+    after the cursor. Stops after `budget` messages even with fewer than `limit` rows: the page then says where
+    to go on."""
     rows: list[MessageRow] = []
     for seen, (message_id, message) in enumerate(messages, 1):
-        if message_status(message.facts, efs, validity_over) == FAILED:
-            rows.append(MessageRow(message_id, FAILED, failure_reason(message)))
+        current = message_status(message.facts, efs, validity_over)
+        if status in (None, current):
+            reason = failure_reason(message) if current == FAILED else None
+            rows.append(MessageRow(message_id, current, reason, _events(message), message.changes))
         if len(rows) == limit or seen == budget:
-            return FailedPage(rows, message_id)
-    return FailedPage(rows, None)
+            return MessagePage(rows, message_id)
+    return MessagePage(rows, None)
 
 
 def message_detail(message_id: str, message: MessageState, efs: bool, validity_over: bool) -> MessageDetail:
@@ -89,10 +96,14 @@ def message_detail(message_id: str, message: MessageState, efs: bool, validity_o
         message_id,
         status,
         failure_reason(message) if status == FAILED else None,
-        [fact.name for fact in Fact if message.facts & fact],
+        _events(message),
         _bounces(message),
         message.changes,
     )
+
+
+def _events(message: MessageState) -> list[str]:
+    return [fact.name for fact in Fact if message.facts & fact]
 
 
 def _bounces(message: MessageState) -> list[BounceRow]:

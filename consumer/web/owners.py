@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from ssl import SSLContext
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -29,6 +29,7 @@ CLIENT_ID_PREFIX = "sendtrack@"
 FORWARDED_HEADER = "x-sendtrack-forwarded"  # a forwarded request is answered where it lands, never sent on
 ROUTED_PARAM = "routed"  # the same mark on a redirect, where a header cannot travel
 INSTANCE_PATH = "/api/instance"
+STREAM_CHUNK = 64 * 1024
 
 Lookup = Callable[[], dict[int, str]]  # partition -> advertised base URL of its owner
 
@@ -179,10 +180,20 @@ def forward(request: Request, owner_url: str, timeout_s: float = 5.0, context: S
     outgoing = urllib.request.Request(url, request.body or None, headers, method=request.method)
     opener = urllib.request.build_opener(_NoRedirects, urllib.request.HTTPSHandler(context=context))
     try:
-        with opener.open(outgoing, timeout=timeout_s) as answer:
-            return _response(answer.status, answer.headers, answer.read())
-    except urllib.error.HTTPError as answer:  # 4xx/5xx and the 3xx we refused to follow
-        return _response(answer.code, answer.headers, answer.read())
+        answer = opener.open(outgoing, timeout=timeout_s)
+    except urllib.error.HTTPError as refused:  # 4xx/5xx and the 3xx we refused to follow
+        with refused:
+            return _response(refused.code, refused.headers, refused.read())
+    if answer.headers.get("Content-Length") is None:  # a streamed answer (an export): passed on as it comes
+        return _response(answer.status, answer.headers, _chunks(answer))
+    with answer:
+        return _response(answer.status, answer.headers, answer.read())
+
+
+def _chunks(answer: Any) -> Iterator[bytes]:
+    with answer:
+        while chunk := answer.read(STREAM_CHUNK):
+            yield chunk
 
 
 def redirect(request: Request, owner_url: str) -> Response:
@@ -197,7 +208,7 @@ def _query_string(request: Request, query: dict[str, list[str]] | None = None) -
     return "?" + urlencode(pairs) if pairs else ""
 
 
-def _response(status: int, headers: Any, body: bytes) -> Response:
+def _response(status: int, headers: Any, body: bytes | Iterator[bytes]) -> Response:
     kept = [(k, v) for k, v in headers.items() if k.lower() not in _HOP_HEADERS | {"content-type", "date", "server"}]
     return Response(status, body, headers.get("Content-Type", "application/octet-stream"), kept)
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from consumer.web.kpi_view import KpiEntry
+from consumer.web import progress
 from consumer.web.routes import segment
+from consumer.web.table import KpiEntry
 
 STATES = ("UNKNOWN", "PREPARED", "AWAITING_CONFIRMATION", "CONFIRMED", "SCHEDULED", "SENDING", "FINISHED", "CANCELLED")
 # The Deployment block, in the platform's order; live updates refresh these.
@@ -73,7 +74,7 @@ def exact(value: Any) -> str:
     return "" if value is None else json.dumps(value)
 
 
-def progress(kpi: Mapping[str, Any]) -> float:
+def bar(kpi: Mapping[str, Any]) -> float:
     """The progress bar's position: progress_pct within 0..100 (unknown counts as 0)."""
     return min(max(kpi.get("progress_pct") or 0.0, 0.0), 100.0)
 
@@ -84,15 +85,56 @@ def live_change(entry: KpiEntry) -> dict[str, Any]:
     return {
         "delivery_id": kpi["delivery_id"],
         "state": kpi["state"],
-        "progress": progress(kpi),
+        "progress": bar(kpi),
         "display": {f: display(f, kpi.get(f)) for f in LIVE_FIELDS},
         "exact": {f: exact(kpi.get(f)) for f in LIVE_FIELDS},
         "kpi": kpi,
     }
 
 
+CHART_WIDTH, CHART_HEIGHT = 600, 200
+CHART_SERIES = (  # progress.SERIES, as the chart names them
+    ("sent", "Delivered"),
+    ("failed", "Bounces + errors"),
+    ("opens_unique", "Opens"),
+    ("clicks_unique", "Clicks"),
+)
+
+
+def chart(points: list[progress.Point], kpi: Mapping[str, Any]) -> dict[str, Any]:
+    """The delivery's progress chart: SVG polyline points per series (counts against time, the vertical scale
+    to deliver or the largest count), and the axis labels. Computed here so the browser only sets attributes."""
+    top = max([kpi.get("to_deliver") or 0, *(max(p.values) for p in points), 1])
+    start, end = (points[0].at_s, points[-1].at_s) if points else (0, 0)
+    span = max(end - start, 1)
+
+    def xy(point: progress.Point, index: int) -> str:
+        x = (point.at_s - start) / span * CHART_WIDTH if end > start else CHART_WIDTH
+        return f"{x:.1f},{CHART_HEIGHT - point.values[index] / top * CHART_HEIGHT:.1f}"
+
+    return {
+        "series": {name: " ".join(xy(p, i) for p in points) for i, (name, _) in enumerate(CHART_SERIES)},
+        "latest": {
+            name: display(name, points[-1].values[i]) if points else "—" for i, (name, _) in enumerate(CHART_SERIES)
+        },
+        "top": display("count", top),
+        "start": display("updated_at", start * 1000),
+        "end": display("updated_at", end * 1000),
+        "points": len(points),
+    }
+
+
 _env.filters["segment"] = segment  # ids in paths: '/' encoded too
-_env.globals.update(display=display, exact=exact, progress=progress, DEPLOYMENT=DEPLOYMENT, DETAILS=DETAILS)
+_env.globals.update(
+    display=display,
+    exact=exact,
+    progress=bar,
+    DEPLOYMENT=DEPLOYMENT,
+    DETAILS=DETAILS,
+    CHART_SERIES=CHART_SERIES,
+    CHART_WIDTH=CHART_WIDTH,
+    CHART_HEIGHT=CHART_HEIGHT,
+)
 
 
 def render(template: str, **context: Any) -> bytes:

@@ -10,6 +10,8 @@ from typing import Any
 import bcrypt
 from prometheus_client import CollectorRegistry
 
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import DELIVERY_KPI
 from consumer.core.events import Fact
 from consumer.core.status import Bounce, MessageState
 from consumer.kafka.topics import Topics
@@ -17,9 +19,11 @@ from consumer.ops.exchange import Request, Response
 from consumer.web.actions import PublishError
 from consumer.web.app import WebApp
 from consumer.web.auth import Auth
-from consumer.web.kpi_view import KpiTable
-from consumer.web.owner_state import FailedPage, MessageDetail, failed_page, message_detail
+from consumer.web.owner_state import MessageDetail, MessagePage, message_detail, status_page
 from consumer.web.owners import Owners
+from consumer.web.table import KpiTable
+
+_KPI_CODEC = AvroCodec.named(DELIVERY_KPI)
 
 
 def kpi(delivery_id: str, **fields: Any) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def kpi(delivery_id: str, **fields: Any) -> dict[str, Any]:
     }
     unknown = set(fields) - set(record)
     assert not unknown, unknown
-    return record | fields
+    return _KPI_CODEC.decode(_KPI_CODEC.encode(record | fields))  # as the topic has it: every field of the schema
 
 
 @dataclass
@@ -70,7 +74,7 @@ class FakeOwnerState:
     """An owner's state as the service would have it: message states per delivery, in message id order."""
 
     partitions: set[int] = field(default_factory=set)
-    messages: dict[str, dict[str, MessageState]] = field(default_factory=dict)
+    stored: dict[str, dict[str, MessageState]] = field(default_factory=dict)  # message states per delivery
     efs: bool = False
     final: bool = False
     calls: list[tuple[Any, ...]] = field(default_factory=list)
@@ -83,14 +87,14 @@ class FakeOwnerState:
     def delivery_kpi(self, delivery_id: str) -> dict[str, Any] | None:
         return self.kpis.get(delivery_id)
 
-    def failed_messages(self, delivery_id: str, after: str | None, limit: int) -> FailedPage:
-        self.calls.append(("failed_messages", delivery_id, after, limit))
-        ordered = sorted(self.messages.get(delivery_id, {}).items())
+    def messages(self, delivery_id: str, status: str | None, after: str | None, limit: int) -> MessagePage:
+        self.calls.append(("messages", delivery_id, status, after, limit))
+        ordered = sorted(self.stored.get(delivery_id, {}).items())
         pending = ((m, s) for m, s in ordered if after is None or m > after)
-        return failed_page(pending, self.efs, self.final, limit)
+        return status_page(pending, self.efs, self.final, status, limit)
 
     def message(self, delivery_id: str, message_id: str) -> MessageDetail | None:
-        state = self.messages.get(delivery_id, {}).get(message_id)
+        state = self.stored.get(delivery_id, {}).get(message_id)
         return None if state is None else message_detail(message_id, state, self.efs, self.final)
 
 
@@ -134,8 +138,8 @@ class View:
         self.kpis.apply(1, kpi("d2", state="AWAITING_CONFIRMATION", to_deliver=2_000_000))
         self.owner_state = FakeOwnerState({0} if owned is None else owned)
         reasons = ("mailbox_full", "user_unknown")
-        self.owner_state.messages["d1"] = {f"m{i:03}": hard_bounced(reasons[i % 2]) for i in range(120)}
-        self.owner_state.messages["d1"]["m200"] = MessageState(int(Fact.RELAYED | Fact.DELIVERED), 2)
+        self.owner_state.stored["d1"] = {f"m{i:03}": hard_bounced(reasons[i % 2]) for i in range(120)}
+        self.owner_state.stored["d1"]["m200"] = MessageState(int(Fact.RELAYED | Fact.DELIVERED), 2)
         self.publisher = FakePublisher()
         self.registry = CollectorRegistry()
         self.app = WebApp(

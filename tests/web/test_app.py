@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,7 +16,7 @@ from consumer.ops.exchange import Response
 from consumer.web.auth import Auth, load_web_config
 from consumer.web.csrf import FORM
 from consumer.web.owners import Owners
-from tests.web.fakes import View, basic, kpi, request, write_web_config
+from tests.web.fakes import View, basic, hard_bounced, kpi, request, write_web_config
 from tests.web.serving import serve
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
@@ -50,7 +52,7 @@ def test_the_list_shows_every_delivery_with_its_figures(open_view: View) -> None
     assert "Read-only view" in page
     filtered = text(open_view.get("/", HTML, state="AWAITING_CONFIRMATION"))
     assert 'data-delivery="d2"' in filtered and 'data-delivery="d1"' not in filtered
-    assert 'data-delivery="d1"' in text(open_view.get("/", HTML, state="NOT_A_STATE"))
+    assert open_view.get("/", HTML, state="NOT_A_STATE").status == 400
 
 
 def test_a_delivery_as_json_is_the_kpi_record_exactly(open_view: View) -> None:
@@ -117,12 +119,15 @@ def test_the_event_stream_pushes_changes_of_the_deliveries_asked_for(open_view: 
 def test_the_owner_shows_failed_messages_a_page_at_a_time(open_view: View) -> None:
     page = text(open_view.get("/deliveries/d1", HTML))
     assert page.count("user_unknown") == 25 and page.count("mailbox_full") == 25
-    assert "?after=m049" in page
-    assert open_view.owner_state.calls == [("failed_messages", "d1", None, 50)]  # one page, never the delivery
+    assert "?status=FAILED&amp;after=m049" in page
+    assert open_view.owner_state.calls == [("messages", "d1", "FAILED", None, 50)]  # one page, never the delivery
     nxt = text(open_view.get("/deliveries/d1", HTML, after="m049"))
     assert "m050" in nxt and "m049<" not in nxt
     last = text(open_view.get("/deliveries/d1", HTML, after="m099"))
     assert "m119" in last and 'rel="next"' not in last
+
+
+EVENTS = ["RELAYED", "HARD_BOUNCE"]
 
 
 def test_one_message_can_be_looked_up(open_view: View) -> None:
@@ -136,8 +141,8 @@ def test_one_message_can_be_looked_up(open_view: View) -> None:
     assert failed == {
         "delivery_id": "d1",
         "failed": [
-            {"message_id": "m011", "status": "FAILED", "reason": "user_unknown"},
-            {"message_id": "m012", "status": "FAILED", "reason": "mailbox_full"},
+            {"message_id": "m011", "status": "FAILED", "reason": "user_unknown", "events": EVENTS, "changes": 1},
+            {"message_id": "m012", "status": "FAILED", "reason": "mailbox_full", "events": EVENTS, "changes": 1},
         ],
         "next_after": "m012",
     }
@@ -232,3 +237,65 @@ def test_the_api_confirms_with_json_only(view: View) -> None:
     assert answer.status == 202 and body["event_id"] and body["delivery_id"] == "d2"
     refused = view.post("/api/deliveries/d2/confirm", b"{}", {"content-type": "application/json"})
     assert refused.status == 401 and json.loads(text(refused))["error"] == "unauthenticated"
+
+
+# -- a year of deliveries, sending logs by status, the export, the chart --------------------------------------------
+def test_the_list_is_a_page_with_search_filter_and_older_pages(open_view: View) -> None:
+    for i in range(120):
+        open_view.kpis.apply(i % 4, kpi(f"spring-{i:03}", state="FINISHED" if i % 2 else "SENDING"))
+    page = text(open_view.get("/", HTML))
+    assert page.count("<tr data-delivery=\"spring") == 50 and 'data-delivery="spring-119"' in page
+    assert 'rel="next" href="?q=&amp;state=&amp;before=' in page and "FINISHED (60)" in page
+    searched = text(open_view.get("/", HTML, q="SPRING-11", state="FINISHED"))
+    assert searched.count("<tr data-delivery=\"spring") == 5 and 'rel="next"' not in searched
+    api = json.loads(text(open_view.get("/api/deliveries", limit="100")))
+    rest = json.loads(text(open_view.get("/api/deliveries", limit="100", cursor=api["next_cursor"])))
+    assert len(api["deliveries"]) == 100 and len(rest["deliveries"]) == 22 and rest["next_cursor"] is None
+    listed = [k["delivery_id"] for k in api["deliveries"] + rest["deliveries"]]
+    assert listed[0] == "spring-119" and len(set(listed)) == 122
+    assert open_view.get("/api/deliveries", cursor="x").status == 400
+
+
+def test_sending_logs_by_status_and_one_page_of_every_message(open_view: View) -> None:
+    sent = text(open_view.get("/deliveries/d1", HTML, status="SENT"))
+    assert "m200" in sent and "m000" not in sent and 'aria-current="page">Sent<' in sent
+    api = json.loads(text(open_view.get("/api/deliveries/d1/messages", status="SENT")))
+    assert [(m["message_id"], m["status"]) for m in api["messages"]] == [("m200", "SENT")]
+    every = json.loads(text(open_view.get("/api/deliveries/d1/messages", limit="500")))
+    assert len(every["messages"]) == 121 and every["next_after"] is None
+    assert open_view.get("/api/deliveries/d1/messages", status="LOST").status == 400
+
+
+def test_the_export_streams_every_message_as_csv(open_view: View, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("consumer.web.app.EXPORT_PAGE", 7)  # many reads of a bounded size
+    open_view.owner_state.stored["d1"]["=cmd"] = hard_bounced("refused")
+    response = open_view.get("/deliveries/d1/sending-logs.csv")
+    assert response.content_type == "text/csv; charset=utf-8" and not isinstance(response.body, bytes)
+    assert ("Content-Disposition", 'attachment; filename="sending-logs-d1.csv"') in response.headers
+    rows = list(csv.reader(io.StringIO(b"".join(response.body).decode())))
+    assert rows[0] == ["message_id", "status", "reason", "events", "status_changes"]
+    assert rows[1] == ["'=cmd", "FAILED", "refused", "RELAYED HARD_BOUNCE", "1"]  # never a spreadsheet formula
+    assert len(rows) == 1 + 122 and rows[-1][:2] == ["m200", "SENT"]
+    assert {call[4] for call in open_view.owner_state.calls} == {7}
+
+
+def test_a_non_owner_streams_the_owners_export() -> None:
+    owner = View(Auth(), owned={0})
+    with serve(owner.app) as owner_url:
+        here = View(Auth(), owners=Owners(lambda: {0: owner_url}), owned=set())
+        response = here.get("/deliveries/d1/sending-logs.csv")
+        assert not isinstance(response.body, bytes)  # passed on as it comes, never held whole
+        assert b"".join(response.body).decode().count("\r\n") == 1 + 121
+
+
+def test_the_chart_follows_the_snapshots_and_comes_with_live_changes(open_view: View) -> None:
+    start = 1_795_000_000_000
+    for n in range(1, 5):
+        open_view.kpis.apply(0, kpi("d1", version=n + 1, sent=n * 100, failed=n, updated_at=start + n * 60_000))
+    page = text(open_view.get("/deliveries/d1", HTML))
+    assert 'data-series="sent" points="' in page and "1,000" in page  # the scale: to deliver
+    cursor = open_view.kpis.cursor()
+    open_view.kpis.apply(0, kpi("d1", version=9, sent=900, updated_at=start + 600_000))
+    [change] = json.loads(text(open_view.get("/events", cursor=cursor, delivery="d1")))["changes"]
+    assert change["chart"]["points"] == 6 and change["chart"]["series"]["sent"].endswith(",20.0")
+    assert "chart" not in json.loads(text(open_view.get("/events", cursor=cursor)))["changes"][0]  # the list

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from consumer.web import pages
-from consumer.web.kpi_view import KpiEntry
+from consumer.web.app import ListQuery
+from consumer.web.table import KpiTable
 from tests.web.fakes import kpi
 
 
@@ -32,8 +33,10 @@ def test_display(field: str, value, shown: str) -> None:
 
 def test_a_live_change_carries_the_exact_record_and_its_display() -> None:
     record = kpi("d", delivered_pct=200 / 3, progress_pct=123.4, state="FINISHED")
-    change = pages.live_change(KpiEntry(record, 1, 5))
-    assert change["kpi"] is record
+    table = KpiTable()
+    table.apply(1, record)
+    change = pages.live_change(table.get("d"))
+    assert change["kpi"] == record
     assert change["display"]["delivered_pct"] == "66.67 %"
     assert change["exact"]["delivered_pct"] == repr(200 / 3) == "66.66666666666667"
     assert change["progress"] == 100.0  # the bar stops at its end; the figure says 123.40 %
@@ -43,8 +46,18 @@ def test_a_live_change_carries_the_exact_record_and_its_display() -> None:
 
 def test_delivery_ids_are_escaped_everywhere() -> None:
     hostile = '<script>alert("x")</script>'
+    table = KpiTable()
+    table.apply(0, kpi(hostile))
+    query = ListQuery(None, hostile, None)
     html = pages.render(
-        "index.html", identity=None, entries=[KpiEntry(kpi(hostile), 0, 1)], cursor="c", states=pages.STATES
+        "index.html",
+        identity=None,
+        page=table.page(50),
+        query=query,
+        cursor="c",
+        states=pages.STATES,
+        total=1,
+        by_state={},
     ).decode()
     assert "<script>alert" not in html
     assert "&lt;script&gt;" in html

@@ -6,6 +6,9 @@
   if (!root) { if (status) status.hidden = true; return; }
   const only = root.dataset.only || null; // the delivery page follows one delivery
   const stateFilter = root.dataset.stateFilter || "";
+  const search = root.dataset.search || ""; // the server sends only changes of ids that match it
+  const firstPage = root.dataset.firstPage === "yes"; // newest change first: changes come in at the top
+  const pageSize = parseInt(root.dataset.pageSize || "50", 10);
   let cursor = root.dataset.cursor;
 
   function say(text) { if (status) status.textContent = "live updates: " + text; }
@@ -23,6 +26,19 @@
     el.querySelectorAll("[data-show-in-state]").forEach(function (part) {
       part.hidden = part.dataset.showInState !== change.state;
     });
+    if (change.chart) drawChart(change.chart);
+  }
+
+  function drawChart(chart) {
+    document.querySelectorAll("[data-series]").forEach(function (line) {
+      line.setAttribute("points", chart.series[line.dataset.series] || "");
+    });
+    document.querySelectorAll("[data-chart]").forEach(function (label) {
+      label.textContent = chart[label.dataset.chart];
+    });
+    document.querySelectorAll("[data-chart-latest]").forEach(function (label) {
+      label.textContent = chart.latest[label.dataset.chartLatest];
+    });
   }
 
   function addRow(change) {
@@ -34,28 +50,35 @@
     const link = row.querySelector("[data-link]");
     link.textContent = change.delivery_id;
     link.href = "/deliveries/" + encodeURIComponent(change.delivery_id);
-    rows.appendChild(row);
+    rows.prepend(row);
     const empty = document.getElementById("empty");
     if (empty) empty.hidden = true;
     return row;
   }
 
+  // What is on screen follows the changes: a row on screen is refreshed (and, on the first page, moves to the top,
+  // as the list is newest change first); a delivery not on screen enters the first page at the top, pushing its
+  // last row off; on older pages it is only counted as a newer change.
   function apply(change) {
-    if (only && change.delivery_id !== only) return;
+    if (only) { if (change.delivery_id === only) fill(root.querySelector("[data-delivery]") || root, change); return; }
     const shown = !stateFilter || change.state === stateFilter;
-    let el = root.querySelector('[data-delivery="' + CSS.escape(change.delivery_id) + '"]');
-    if (el && !shown && !only) { el.remove(); count(); return; }
-    if (!el && shown && !only) { el = addRow(change); count(); }
-    if (el) fill(el, change);
-  }
-
-  function count() {
-    const shown = document.getElementById("count");
-    if (shown) shown.textContent = root.querySelectorAll("#rows [data-delivery]").length;
+    const rows = document.getElementById("rows");
+    let el = root.querySelector('#rows [data-delivery="' + CSS.escape(change.delivery_id) + '"]');
+    if (el && !shown) { el.remove(); return; }
+    if (!shown) return;
+    if (!firstPage) {
+      if (el) fill(el, change); else document.getElementById("newer").hidden = false;
+      return;
+    }
+    if (el) rows.prepend(el); else el = addRow(change);
+    if (!el) return;
+    fill(el, change);
+    while (rows.children.length > pageSize) rows.lastElementChild.remove();
   }
 
   function query() {
-    return "?cursor=" + encodeURIComponent(cursor) + (only ? "&delivery=" + encodeURIComponent(only) : "");
+    return "?cursor=" + encodeURIComponent(cursor) +
+      (only ? "&delivery=" + encodeURIComponent(only) : "") + (search ? "&q=" + encodeURIComponent(search) : "");
   }
 
   function poll() {
