@@ -53,7 +53,7 @@ def site(tmp_path: Path) -> Iterator[tuple[View, str]]:
         ),
     )
     reasons = ("user_unknown", "mailbox_full", "user_unknown", "invalid_domain", "refused")
-    view.owner_state.messages["spring-sale"] = {
+    view.owner_state.stored["spring-sale"] = {
         f"msg-{i:07}": hard_bounced(reasons[i % len(reasons)]) for i in range(3, 3000, 37)
     }
     with serve(view.app) as url:
@@ -94,11 +94,11 @@ def test_the_list_shows_the_deliveries_with_the_numbers_given(browser, site) -> 
     assert page.locator('tr[data-delivery="spring-sale"] [data-field="delivered_pct"]').get_attribute("title") == (
         "97.20008715946585"
     )
-    assert page.locator("tbody tr").count() == 4
+    assert page.locator("#rows tr").count() == 4
     page.select_option("#state", "FINISHED")
-    page.click("text=Filter")
-    page.wait_for_url("**/?state=FINISHED")
-    assert page.locator("tbody tr").count() == 1
+    page.click("text=Show")
+    page.wait_for_url("**/?q=&state=FINISHED")
+    assert page.locator("#rows tr").count() == 1
     screenshot(page, "list-filtered")
 
 
@@ -118,7 +118,7 @@ def test_a_live_update_moves_a_progress_bar(browser, site, transport: str) -> No
     expect(bar).to_have_js_property("value", 85)
     assert cells(page, "spring-sale")["progress_pct"] == "85.00 %"
     page.locator('tr[data-delivery="new-launch"]').wait_for()
-    expect(page.locator("#count")).to_have_text("5")
+    expect(page.locator("#rows tr").first).to_have_attribute("data-delivery", "new-launch")  # newest change first
     assert cells(page, "new-launch")["state"] == "SCHEDULED"
     screenshot(page, f"live-update-{transport}")
 
@@ -166,7 +166,7 @@ def test_compute_stats_publishes_the_command(browser, site) -> None:
     page = browser(**BOB).new_page()
     page.goto(url + "/deliveries/spring-sale")
     assert "user_unknown" in page.locator(".columns").inner_text()
-    assert page.locator("table.failed tbody tr").first.inner_text() == "msg-0000003\tinvalid_domain"
+    assert page.locator("table.messages tbody tr").first.inner_text().startswith("msg-0000003\tFAILED\tinvalid_domain")
     page.click("#compute-stats")
     page.wait_for_url("**/deliveries/spring-sale?notice=compute-stats")
     assert [(t, k) for t, k, _ in view.publisher.records] == [("sendtrack.control", b"spring-sale")]
@@ -177,11 +177,71 @@ def test_sending_logs_page_by_page_and_one_message(browser, site) -> None:
     _, url = site
     page = browser(**BOB).new_page()
     page.goto(url + "/deliveries/d1")
-    assert page.locator("table.failed tbody tr").count() == 50
+    assert page.locator("table.messages tbody tr").count() == 50
     page.click("a[rel=next]")
-    assert page.locator("table.failed tbody tr").first.inner_text().startswith("m050")
+    assert page.locator("table.messages tbody tr").first.inner_text().startswith("m050")
     page.fill("#message", "m007")
     page.click("text=Look up")
     detail = page.locator("#message-detail").inner_text()
     assert "FAILED" in detail and "user_unknown" in detail and "HARD_BOUNCE" in detail
     screenshot(page, "sending-logs")
+
+
+@pytest.fixture
+def year(tmp_path: Path) -> Iterator[tuple[View, str]]:
+    """A view over 1,002 deliveries (the fakes' d1 and d2 too), d1 with its send's history."""
+    view = View(Auth(load_web_config(write_web_config(tmp_path))))
+    for i in range(1000):
+        view.kpis.apply(i % 4, kpi(f"campaign-{i:04}", state="FINISHED" if i % 5 else "SENDING", sent=i))
+    start = 1_795_000_000_000
+    for n in range(1, 13):
+        figures = {"sent": n * 150, "failed": n * 12, "opens_unique": n * 40, "clicks_unique": n * 9}
+        view.kpis.apply(0, kpi("d1", version=n + 1, to_deliver=2000, updated_at=start + n * 300_000, **figures))
+    with serve(view.app) as url:
+        yield view, url
+
+
+def test_search_paging_and_a_live_update_of_a_visible_row(browser, year) -> None:
+    view, url = year
+    page = browser(**BOB).new_page()
+    page.goto(url + "/")
+    assert page.locator("#rows tr").count() == 50 and page.locator("#count").inner_text() == "1,002"
+    page.click("a[rel=next]")
+    expect(page.locator("#rows tr").first).to_have_attribute("data-delivery", "campaign-0950")
+    page.fill("#q", "campaign-07")
+    page.select_option("#state", "SENDING")
+    page.click("text=Show")
+    expect(page.locator("#rows tr")).to_have_count(20)
+    expect(page.locator("#live-status")).to_contain_text("on")
+    view.kpis.apply(0, kpi("campaign-0705", state="SENDING", version=2, sent=99_999, progress_pct=42.0))
+    row = page.locator('tr[data-delivery="campaign-0705"]')
+    expect(row.locator('[data-field="sent"]')).to_have_text("99,999")
+    expect(page.locator("#rows tr").first).to_have_attribute("data-delivery", "campaign-0705")
+    view.kpis.apply(0, kpi("campaign-0001", state="SENDING", version=2))  # no match: never sent to this page
+    view.kpis.apply(0, kpi("campaign-0710", state="SENDING", version=2, sent=7))
+    expect(page.locator("#rows tr").first).to_have_attribute("data-delivery", "campaign-0710")
+    assert page.locator('tr[data-delivery="campaign-0001"]').count() == 0
+    screenshot(page, "list-search-live")
+
+
+def test_sending_logs_by_status_the_chart_and_the_csv_download(browser, year) -> None:
+    view, url = year
+    page = browser(**BOB, accept_downloads=True).new_page()
+    page.goto(url + "/deliveries/d1")
+    points = page.locator('[data-series="sent"]').get_attribute("points").split()
+    assert len(points) == 13 and points[-1].startswith("600.0,")  # d1's first snapshot and 12 more
+    expect(page.locator('[data-chart-latest="sent"]')).to_have_text("1,800")
+    view.kpis.apply(0, kpi("d1", version=20, to_deliver=2000, sent=1950, updated_at=1_795_000_000_000 + 3_900_000))
+    expect(page.locator('[data-chart-latest="sent"]')).to_have_text("1,950")
+    assert len(page.locator('[data-series="sent"]').get_attribute("points").split()) == 14
+    screenshot(page, "delivery-chart")
+    page.click("nav.tabs >> text=Sent")
+    expect(page.locator("table.messages tbody tr")).to_have_count(1)
+    assert page.locator("table.messages tbody tr").inner_text().startswith("m200\tSENT")
+    screenshot(page, "sending-logs-sent")
+    with page.expect_download() as download:
+        page.click("text=Export CSV")
+    saved = download.value
+    assert saved.suggested_filename == "sending-logs-d1.csv"
+    lines = Path(saved.path()).read_text().splitlines()
+    assert lines[0] == "message_id,status,reason,events,status_changes" and len(lines) == 1 + 121
