@@ -131,6 +131,10 @@ class PartitionProcessor:
     def delivery_ids(self) -> list[str]:
         return list(self._deliveries)
 
+    @property
+    def live_deliveries(self) -> int:
+        return len(self._deliveries)
+
     def archived(self, delivery_id: str) -> DeliveryState | None:
         """The delivery if it is archived: its final counters; input for it is refused."""
         live = self._deliveries.get(delivery_id)

@@ -12,7 +12,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from consumer.kafka.access import denial
 from consumer.kafka.topics import Topics
 
-COMPACTED = {"cleanup.policy": "compact"}
+# Compaction only cleans closed segments: Kafka's default 1 GiB segment would leave that much of the changelog
+# (and of the KPI topic) uncompacted for a restore or a reader from the start to replay. 64 MiB bounds it.
+COMPACTED = {"cleanup.policy": "compact", "segment.bytes": str(64 * 1024 * 1024)}
 
 
 class TopicLayoutError(RuntimeError):

@@ -73,6 +73,14 @@ class Metrics:
             "sendtrack_sending_log_records_published", "SendingLog records published", registry=r
         )
         self.assigned_partitions = Gauge("sendtrack_assigned_partitions", "Partitions owned", ["stage"], registry=r)
+        self.state_keys = Gauge(
+            "sendtrack_state_keys",
+            "Keys in the delivery stage's stores of the owned partitions (RocksDB's estimate): what a restore replays",
+            registry=r,
+        )
+        self.live_deliveries = Gauge(
+            "sendtrack_live_deliveries", "Deliveries of the owned partitions not archived (held in memory)", registry=r
+        )
         self.ingest_records = Counter(
             "sendtrack_ingest_records",
             "MTA source records by format and outcome (mapped, no_event, dead_lettered), counted when committed",

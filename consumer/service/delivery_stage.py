@@ -130,6 +130,7 @@ class DeliveryStage:
         opened = {p: self._runtime_after_restore(p, stores[p], results[p]) for p in partitions}
         with self._lock:
             self.runtimes.update(opened)
+        self._observe_state()
         return dict(opened)
 
     def _runtime_after_restore(self, partition: int, store: PartitionStore, result: RestoreResult) -> PartitionRuntime:
@@ -157,6 +158,7 @@ class DeliveryStage:
             self.runtimes.pop(work.partition, None)
         for delivery_id in work.processor.delivery_ids():
             self.kpis.pop(delivery_id, None)
+        self._observe_state()
         self._stores.release(work.store)
 
     # -- processing and checkpoint ------------------------------------------------------------------------------
@@ -201,8 +203,16 @@ class DeliveryStage:
                     self.kpis.pop(kpi["delivery_id"], None)
                 else:
                     self.kpis[kpi["delivery_id"]] = kpi
+            self._observe_state()
         elif offsets:
             work.store.write({}, offsets)
+
+    def _observe_state(self) -> None:
+        """What the owned state costs: keys a restore would replay, deliveries held in memory."""
+        with self._lock:
+            runtimes = list(self.runtimes.values())
+        self._metrics.state_keys.set(sum(runtime.store.approximate_keys() for runtime in runtimes))
+        self._metrics.live_deliveries.set(sum(runtime.processor.live_deliveries for runtime in runtimes))
 
     def _produce_outputs(self, partition: int, out: Output) -> None:
         produce = self._producer.produce

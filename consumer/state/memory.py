@@ -35,5 +35,8 @@ class MemoryStore(PartitionStore):
     def close(self) -> None:
         self._data = {}
 
+    def approximate_keys(self) -> int:
+        return len(self._data)
+
     def __len__(self) -> int:
         return len(self._data)

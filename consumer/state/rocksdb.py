@@ -86,6 +86,12 @@ class RocksDBStore(PartitionStore):
                 raise StoreError(f"RocksDB at {self.path} is closed (the partition moved)")
             return list(itertools.islice(self.scan(prefix, start), limit))
 
+    def approximate_keys(self) -> int:
+        try:
+            return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
+        except Exception as exc:
+            raise StoreError(f"cannot read RocksDB at {self.path}: {exc}") from None
+
     def close(self) -> None:
         with self._closing:
             self._closed = True

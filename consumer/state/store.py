@@ -42,6 +42,10 @@ class PartitionStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def approximate_keys(self) -> int:
+        """How many keys the store holds (RocksDB estimates): what a restore of it would replay."""
+
     def offsets(self) -> dict[str, int]:
         """The offsets written with the state: input offsets to resume from, the changelog position."""
         return {key[len(OFFSETS_PREFIX) :].decode(): int(value) for key, value in self.scan(OFFSETS_PREFIX)}

@@ -169,6 +169,7 @@ NEWSLETTER_KPI = {
     "progress_pct": 90.0,
     "confirmations_rejected": 0,
     "final": False,
+    "archived": False,
     "version": 1,
     "updated_at": (sends.T_NEWS + 20_000) * 1000,
 }
@@ -199,6 +200,7 @@ PROMO_KPI = {
     "progress_pct": 100.0,
     "confirmations_rejected": 0,
     "final": False,
+    "archived": False,
     "version": 1,
     "updated_at": (sends.T_PROMO + 40_000) * 1000,
 }
