@@ -99,6 +99,19 @@ def render(lines: list[dict[str, Any]], summary: list[str], command: str, second
             f" {run['samples']} samples every 10 s. Slopes (least squares): {slopes}. Last sample: {last}."
             " KPIs exact at the end."
         )
+    out += ["", "## Rolling soak (sends start, end and are archived continuously)", ""]
+    for run in by_kind.get("rolling_soak", []):
+        slopes = ", ".join(f"{name} {value:+g}/min" for name, value in run["slopes_per_min"].items())
+        last = ", ".join(f"{name} {value:g}" for name, value in run["last"].items())
+        restore = run["restore"]
+        out.append(
+            f"- {run['seconds']:.0f} s at {run['rate']:,.0f} events/s offered ({run['events']:,} events,"
+            f" {run['deliveries']:,} deliveries, retention {run['retention_s']:g} s), {run['samples']} samples every"
+            f" 10 s. Slopes (least squares): {slopes}. Last sample: {last}. Every KPI exact and archived with its"
+            f" final figures. A fresh instance then restored {restore['records']:,.0f} changelog records in"
+            f" {restore['restore_s']:g} s (start to ready {restore['start_to_ready_s']:g} s;"
+            f" {restore['live_deliveries']:g} live deliveries)."
+        )
     out += ["", "## Test run", "", *[f"    {line}" for line in summary], ""]
     return "\n".join(out)
 
