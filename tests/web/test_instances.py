@@ -174,7 +174,7 @@ def test_in_a_browser_against_the_running_instances(cluster, browser):
     failing = max(workload.expected, key=lambda d: workload.expected[d]["failed"])
     for url in urls.values():
         bob.goto(f"{url}/deliveries/{failing}")
-        expect(bob.locator("table.failed tbody tr").first).to_be_visible()
+        expect(bob.locator("table.messages tbody tr").first).to_be_visible()
     screenshot(bob, "instances-failed-messages")
 
     awaiting(pipeline, "await-2", processes)
