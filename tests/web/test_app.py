@@ -244,10 +244,10 @@ def test_the_list_is_a_page_with_search_filter_and_older_pages(open_view: View) 
     for i in range(120):
         open_view.kpis.apply(i % 4, kpi(f"spring-{i:03}", state="FINISHED" if i % 2 else "SENDING"))
     page = text(open_view.get("/", HTML))
-    assert page.count("<tr data-delivery=\"spring") == 50 and 'data-delivery="spring-119"' in page
+    assert page.count('<tr data-delivery="spring') == 50 and 'data-delivery="spring-119"' in page
     assert 'rel="next" href="?q=&amp;state=&amp;before=' in page and "FINISHED (60)" in page
     searched = text(open_view.get("/", HTML, q="SPRING-11", state="FINISHED"))
-    assert searched.count("<tr data-delivery=\"spring") == 5 and 'rel="next"' not in searched
+    assert searched.count('<tr data-delivery="spring') == 5 and 'rel="next"' not in searched
     api = json.loads(text(open_view.get("/api/deliveries", limit="100")))
     rest = json.loads(text(open_view.get("/api/deliveries", limit="100", cursor=api["next_cursor"])))
     assert len(api["deliveries"]) == 100 and len(rest["deliveries"]) == 22 and rest["next_cursor"] is None
