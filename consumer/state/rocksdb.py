@@ -86,6 +86,14 @@ class RocksDBStore(PartitionStore):
                 raise StoreError(f"RocksDB at {self.path} is closed (the partition moved)")
             return list(itertools.islice(self.scan(prefix, start), limit))
 
+    def memory_bytes(self) -> dict[str, int]:
+        """RocksDB's own memory: this database's memtables, and the block cache all partitions share."""
+        prop = self._db.property_int_value
+        return {
+            "memtables": int(prop("rocksdb.cur-size-all-mem-tables") or 0),
+            "block_cache": int(prop("rocksdb.block-cache-usage") or 0),
+        }
+
     def approximate_keys(self) -> int:
         try:
             return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)

@@ -195,3 +195,34 @@ def test_an_archived_kpi_is_the_final_kpi_whatever_the_history(events: list[dict
             assert archived is not None and figures(archived) == final
         else:
             assert archived is None and delivery_id in archiving.processor.delivery_ids()
+
+
+def test_archived_deliveries_cost_a_small_constant_and_nothing_per_step(monkeypatch) -> None:
+    """Thousands of archived deliveries: opening the partition decodes the live ones only, a clock step walks the
+    live ones only, the compacted changelog holds one small record for each archived one."""
+    partition = Partition()
+    archived = [f"old-{i:05d}" for i in range(2_000)]
+    for delivery_id in archived:
+        sent_send(partition, delivery_id)
+    partition.checkpoint(now_ms=END)
+    partition.checkpoint(now_ms=END + RETENTION)
+    sent_send(partition, "live")  # a send of today: its validity end is in the future of its own clock
+    partition.processor.apply([prepared("live", efs=True, validity_end=10**12, at=END + RETENTION)])
+    partition.checkpoint()
+
+    decoded: list[bytes] = []
+    decode = records.decode_delivery
+    monkeypatch.setattr(records, "decode_delivery", lambda value: decoded.append(value) or decode(value))
+    partition.reopen()
+    assert partition.processor.delivery_ids() == ["live"] and len(decoded) == 1
+    walked: list[str] = []
+    due = PartitionProcessor._archive_due
+    monkeypatch.setattr(PartitionProcessor, "_archive_due", lambda self, d: walked.append(d.delivery_id) or due(self, d))
+    partition.processor.advance_clock(END + 2 * RETENTION)
+    assert walked == ["live"]
+
+    compacted = {key: value for key, value, _ in partition.changelog}  # what compaction keeps: the last per key
+    live_records = {key: value for key, value in compacted.items() if value is not None}
+    sizes = [len(key) + len(value) for key, value in live_records.items() if key.startswith(records.ARCHIVED)]
+    assert len(sizes) == len(archived) and max(sizes) < 700  # about 620 bytes for these ids
+    assert len(live_records) - len(archived) < 10  # the live send, the watermark
