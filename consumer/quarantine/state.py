@@ -1,0 +1,131 @@
+"""Per-address state: what the rules need of an address's signals, bounded, and its recipient history.
+
+The rule-relevant signals of the last `horizon` (by event time, behind the newest signal seen) are kept as they
+came, keyed by event id, and folded in event-time order whenever the status is asked for; older ones are folded
+into `base` once and dropped. So within the horizon any arrival order and any duplicates give exactly the result of
+folding the sorted history, and per address the state holds at most `max_facts` signals and `history_size`
+messages, whatever the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from consumer.quarantine.history import RecipientHistory
+from consumer.quarantine.rules import (
+    DAY_MS,
+    VALID,
+    AddressStatus,
+    Rules,
+    Standing,
+    absorb_late,
+    fold,
+    next_change_at,
+    status_of,
+)
+from consumer.quarantine.signals import (
+    COMPLAINT,
+    DELIVERED,
+    HARD_ERROR,
+    RELEASE,
+    SOFT_ERROR,
+    VALIDITY_END_FAILURE,
+    Signal,
+)
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"  # changed nothing
+LATE = "late"  # a soft error, validity-end failure, delivery or release dated at or before the base: not placed
+
+# The kinds the rules read; the others (ignored errors, opens, clicks) only feed the recipient history.
+RULE_KINDS = frozenset({HARD_ERROR, SOFT_ERROR, VALIDITY_END_FAILURE, DELIVERED, COMPLAINT, RELEASE})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much an address may hold, and for how long."""
+
+    # How late a soft error, validity-end failure, delivery or release may come (behind the newest signal of its
+    # address) and still be placed exactly. 30 days covers asynchronous bounces and the longest rule window.
+    horizon_ms: int = 30 * DAY_MS
+    # At most this many rule signals kept unfolded; past it the oldest are folded early (the horizon shrinks for
+    # an address that busy: 128 rule signals inside 30 days is about four messages a day).
+    max_facts: int = 128
+    history_size: int = 100  # messages in the recipient history
+    idle_after_ms: int = 180 * DAY_MS  # an address with no signal this long and nothing to remember is dropped
+
+    def __post_init__(self) -> None:
+        if min(self.max_facts, self.history_size) < 1 or min(self.horizon_ms, self.idle_after_ms) < 0:
+            raise ValueError("limits must be positive")
+
+
+@dataclass(slots=True)
+class AddressState:
+    address: str
+    history: RecipientHistory
+    base: Standing = field(default_factory=Standing)  # every rule signal dated up to base_at, folded
+    base_at: int | None = None
+    pending: dict[str, Signal] = field(default_factory=dict)  # rule signals after base_at, by event id
+    last_seen: int | None = None  # the newest event time of any signal
+
+    @classmethod
+    def new(cls, address: str, limits: Limits) -> AddressState:
+        return cls(address, RecipientHistory(limits.history_size))
+
+    def apply(self, signal: Signal, rules: Rules, limits: Limits) -> str:
+        """Take one signal: APPLIED, DUPLICATE or LATE (LATE may still have added it to the recipient history)."""
+        history_changed = self.history.add(signal)
+        outcome = self._learn(signal) if signal.kind in RULE_KINDS else DUPLICATE
+        newer = self.last_seen is None or signal.occurred_at > self.last_seen
+        if newer:
+            self.last_seen = signal.occurred_at
+        if newer or len(self.pending) > limits.max_facts:  # the horizon moved, or there is too much to keep
+            self._compact(rules, limits)
+        return APPLIED if outcome == DUPLICATE and history_changed else outcome
+
+    def standing(self, rules: Rules) -> Standing:
+        return fold(self.pending.values(), self.base, rules)
+
+    def status(self, now: int, rules: Rules) -> AddressStatus:
+        return status_of(self.standing(rules), now, rules)
+
+    def next_change_at(self, rules: Rules) -> int | None:
+        return next_change_at(self.standing(rules), rules)
+
+    def forgettable(self, now: int, rules: Rules, limits: Limits) -> bool:
+        """Nothing to remember: no signal for idle_after and valid (a quarantine or denylisting is kept for good,
+        an error counter until it resets). The recipient history goes with it."""
+        idle = self.last_seen is None or now - self.last_seen >= limits.idle_after_ms
+        return idle and self.status(now, rules).status == VALID
+
+    def _learn(self, signal: Signal) -> str:
+        if self.base_at is not None and signal.occurred_at <= self.base_at:
+            absorbed = absorb_late(self.base, signal)
+            if absorbed is None:
+                return LATE
+            changed, self.base = absorbed != self.base, absorbed
+            return APPLIED if changed else DUPLICATE
+        if signal.event_id in self.pending:
+            return DUPLICATE
+        self.pending[signal.event_id] = signal
+        return APPLIED
+
+    def _compact(self, rules: Rules, limits: Limits) -> None:
+        """Fold what is older than the horizon, and the oldest beyond max_facts, into base. Whole milliseconds go
+        together, so every signal left pending is dated after base_at."""
+        if self.last_seen is None:
+            return
+        cut = self.last_seen - limits.horizon_ms
+        ordered = sorted(self.pending.values(), key=lambda s: s.order)
+        kept_after_cut = [s for s in ordered if s.occurred_at > cut]
+        excess = len(kept_after_cut) - limits.max_facts
+        if excess > 0:
+            cut = kept_after_cut[excess - 1].occurred_at
+        if self.base_at is not None and cut <= self.base_at:
+            return
+        due = [s for s in ordered if s.occurred_at <= cut]
+        if due:
+            self.base = fold(due, self.base, rules)
+            for signal in due:
+                del self.pending[signal.event_id]
+        self.base_at = cut
