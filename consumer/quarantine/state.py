@@ -67,6 +67,7 @@ class AddressState:
     base_at: int | None = None
     pending: dict[str, Signal] = field(default_factory=dict)  # rule signals after base_at, by event id
     last_seen: int | None = None  # the newest event time of any signal
+    published: str | None = None  # the status last published, so transitions are counted once each
 
     @classmethod
     def new(cls, address: str, limits: Limits) -> AddressState:
