@@ -18,16 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from consumer.core.status import PLATFORM_REASONS
-
-try:  # Python's own regex parser: tells which literals a pattern requires (see `needles`)
-    from re import _constants as _sre_constants
-    from re import _parser as _sre_parser
-except ImportError:  # pragma: no cover - older layouts
-    import sre_constants as _sre_constants  # type: ignore[no-redef]
-    import sre_parse as _sre_parser  # type: ignore[no-redef]
-
-_LITERAL, _SUBPATTERN, _BRANCH = _sre_constants.LITERAL, _sre_constants.SUBPATTERN, _sre_constants.BRANCH
-_REPEATS = (_sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT, getattr(_sre_constants, "POSSESSIVE_REPEAT", None))
+from consumer.ingest.textindex import text_index
 
 Kind = Literal["hard", "soft", "ignored"]
 KINDS: tuple[Kind, ...] = ("hard", "soft", "ignored")
@@ -45,7 +36,6 @@ _CODE_IN_TEXT = re.compile(r"\s*(?:smtp\s*;\s*)?([245]\d\d)(?:[\s\-]|$)", re.IGN
 # A line break and the "550-5.1.1 " that starts each continuation line of a multi-line reply: one space, so that
 # a phrase split over lines still matches.
 _LINE_BREAK = re.compile(r"\s*[\r\n]+\s*(?:[245]\d\d[ \-](?:[245]\.\d{1,3}\.\d{1,3} +)?)?")
-_MIN_NEEDLE = 3  # shorter literals are too common to reject anything
 _PATTERN_PIECES = re.compile(r"\\.|[^\\]+", re.DOTALL)  # an escape, or a run of anything else
 _PATTERN_PART = re.compile(r"\*|\d{1,3}")
 _RULE_KEYS = frozenset({"id", "kind", "reason", "enhanced", "code", "class", "hint", "text", "weak"})
@@ -87,12 +77,6 @@ class Rule:
     classes: frozenset[int] = frozenset()
     hints: frozenset[str] = frozenset()
     text: re.Pattern[str] | None = None
-    needles: tuple[str, ...] = ()  # one of these occurs in any text the pattern matches: a cheap test first
-
-    def says(self, text: str) -> bool:
-        """The text condition; `in` tests of the needles reject most texts without running the pattern."""
-        assert self.text is not None
-        return (not self.needles or any(n in text for n in self.needles)) and self.text.search(text) is not None
 
     def applies(self, code: int | None, enhanced: Enhanced | None, status_class: int | None, hint: str | None) -> bool:
         """Every condition except the text one (which is checked last, only on the survivors)."""
@@ -109,9 +93,19 @@ def _fits(pattern: Pattern, code: Enhanced) -> bool:
     return all(p is None or p == c for p, c in zip(pattern, code, strict=True))
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the non-text conditions leave for one (code, enhanced code, hint)."""
+
+    texts: int  # the TextIndex branches of the text rules to try, those before `stop`
+    stop: Rule | None  # the first rule without a text condition: it decides when no earlier text rule matches
+    verdict: Rule | None  # what the codes and the hint alone say, when a text rule beats it (see _filter)
+
+
 class Classifier:
     def __init__(self, rules: Sequence[Rule], cache_size: int = CACHE_SIZE) -> None:
         self.rules = tuple(sorted(rules, key=lambda rule: rule.rank))  # stable: file order within a rank
+        self._index = text_index(tuple(rule.text.pattern if rule.text else None for rule in self.rules))
         # Which rules can apply depends only on (code, enhanced, hint): few distinct values, so remember them.
         self._candidates = lru_cache(maxsize=cache_size)(self._filter)
         # Identical responses are common (one text per domain and error): remember recent results too.
@@ -129,33 +123,43 @@ class Classifier:
         self, code: int | None, enhanced: str | None, text: str | None, hint: str | None = None
     ) -> Classification:
         """Total: any input gives one Classification. `hint` is a vendor's category, e.g. "ses:Permanent/NoEmail"."""
-        text = text[:MAX_TEXT_CHARS].lower() if isinstance(text, str) else None  # rule patterns are lower-cased
-        if text and ("\n" in text or "\r" in text):
-            text = _LINE_BREAK.sub(" ", text)
-        parsed = _parse_enhanced(enhanced) or _enhanced_in(text)
-        if not (isinstance(code, int) and 200 <= code <= 599):
-            code = _code_in(text)
-        hint = hint.casefold() if isinstance(hint, str) else None
-        return self._classify(code, parsed, text, hint)
+        return self._classify(*normalise(code, enhanced, text, hint))
 
     def _decide(
         self, code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None
     ) -> Classification:
-        candidates, verdict = self._candidates(code, enhanced, hint)
-        for rule in candidates:
-            if rule.text is None or (text is not None and rule.says(text)):
-                return _outcome(rule, verdict, _status_class(code, enhanced))
-        return FALLBACK
+        """The first candidate rule, in order, whose text condition holds (or that has none)."""
+        plan = self._candidates(code, enhanced, hint)
+        found = self._index.first(text, plan.texts) if text is not None and plan.texts else None
+        rule = self.rules[found] if found is not None else plan.stop
+        return FALLBACK if rule is None else _outcome(rule, plan.verdict, _status_class(code, enhanced))
 
-    def _filter(
-        self, code: int | None, enhanced: Enhanced | None, hint: str | None
-    ) -> tuple[tuple[Rule, ...], Rule | None]:
-        """The rules whose non-text conditions hold, and the first of them without a text condition when it is a
-        hint or code rule: what the codes and the hint alone say (a bare class says too little to be overridden)."""
+    def _filter(self, code: int | None, enhanced: Enhanced | None, hint: str | None) -> Plan:
+        """The text rules to try, the rule that decides when none matches, and that rule as the verdict when it is
+        a hint or code rule: what the codes and the hint alone say (a bare class says too little to be overridden)."""
         status_class = _status_class(code, enhanced)
-        candidates = tuple(r for r in self.rules if r.applies(code, enhanced, status_class, hint))
-        verdict = next((r for r in candidates if r.text is None), None)
-        return candidates, verdict if verdict is not None and verdict.rank <= CODE else None
+        texts = 0
+        for position, rule in enumerate(self.rules):
+            if not rule.applies(code, enhanced, status_class, hint):
+                continue
+            if rule.text is None:
+                return Plan(texts, rule, rule if rule.rank <= CODE else None)
+            texts |= self._index.rule_bits[position]
+        return Plan(texts, None, None)
+
+
+def normalise(
+    code: int | None, enhanced: str | None, text: str | None, hint: str | None
+) -> tuple[int | None, Enhanced | None, str | None, str | None]:
+    """What the rules see: a valid reply code and enhanced code (else read from the text's start), the text's
+    first MAX_TEXT_CHARS lower-cased (rule patterns are) with a multi-line reply joined, the hint case-folded."""
+    text = text[:MAX_TEXT_CHARS].lower() if isinstance(text, str) else None
+    if text and ("\n" in text or "\r" in text):
+        text = _LINE_BREAK.sub(" ", text)
+    parsed = _parse_enhanced(enhanced) or _enhanced_in(text)
+    if not (isinstance(code, int) and 200 <= code <= 599):
+        code = _code_in(text)
+    return code, parsed, text, hint.casefold() if isinstance(hint, str) else None
 
 
 def _status_class(code: int | None, enhanced: Enhanced | None) -> int | None:
@@ -256,8 +260,6 @@ def _build(table: Any, ranked: bool) -> Rule:
         hints=frozenset(h.casefold() for h in _strings(table, "hint")),
         text=re.compile(_lower_pattern(table["text"])) if _text(table) else None,
     )
-    if rule.text is not None:
-        rule = replace(rule, needles=needles(rule.text.pattern))
     if not (rule.enhanced or rule.code or rule.classes or rule.hints or rule.text):
         raise ValueError("a rule needs at least one condition: enhanced, code, class, hint or text")
     if weak and rule.text is None:
@@ -271,45 +273,6 @@ def _rank(rule: Rule, weak: bool) -> int:
     if rule.text is not None:
         return WEAK_TEXT if weak else TEXT
     return HINT if rule.hints else CODE if rule.enhanced else CLASS
-
-
-def needles(pattern: str) -> tuple[str, ...]:
-    """Literal strings of which every match of `pattern` contains one (empty when none can be told): a pattern's
-    required literal run, or one per branch of a required alternation, the fewest and longest found."""
-    try:
-        found = _literals(_sre_parser.parse(pattern))
-    except Exception:
-        return ()
-    return tuple(sorted(found)) if found else ()
-
-
-def _literals(items: Any) -> set[str] | None:
-    """Sets of literals, one of which any match of this sequence contains; the best of them, or None."""
-    options: list[set[str]] = []
-    run = ""
-    for op, value in items:
-        if op is _LITERAL:
-            run += chr(value)
-            continue
-        options.append({run})
-        run = ""
-        option = _literals_in(op, value)
-        if option:
-            options.append(option)
-    options.append({run})
-    usable = [o for o in options if all(len(n) >= _MIN_NEEDLE for n in o)]
-    return min(usable, key=lambda o: (len(o), -min(map(len, o)))) if usable else None
-
-
-def _literals_in(op: Any, value: Any) -> set[str] | None:
-    if op is _SUBPATTERN:
-        return _literals(value[-1])
-    if op is _BRANCH:
-        branches = [_literals(branch) for branch in value[1]]
-        return set().union(*branches) if all(branches) else None  # type: ignore[arg-type]
-    if op in _REPEATS and value[0] >= 1:
-        return _literals(value[2])
-    return None
 
 
 def _lower_pattern(pattern: str) -> str:

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench import corpus
 from consumer.ingest.classifier import (
+    CODE,
     DEFAULT_RULES,
     FALLBACK,
     KINDS,
@@ -16,10 +18,13 @@ from consumer.ingest.classifier import (
     Classification,
     Classifier,
     RuleError,
+    _outcome,
+    _status_class,
     default_classifier,
     load_rules,
-    needles,
+    normalise,
 )
+from consumer.ingest.textindex import TextIndex, alternatives, needles
 
 GMAIL_NO_SUCH_USER = (
     "The email account that you tried to reach does not exist. Please try double-checking the recipient's email "
@@ -406,16 +411,81 @@ def test_user_rules_use_the_core_reason_list(tmp_path):
     assert "invalid_address" in REASONS
 
 
-@given(st.text(st.characters(codec="ascii"), max_size=300))
-def test_needles_never_reject_a_text_the_pattern_matches(text):
+# --- the fast path against a straightforward evaluation -------------------------------------------------------
+
+
+def reference(classifier: Classifier, *given_: object) -> Classification:
+    """The matching order as documented, evaluated the slow way: every candidate rule in order, each text
+    pattern searched whole."""
+    code, enhanced_code, text, hint = normalise(*given_)  # type: ignore[arg-type]
+    status_class = _status_class(code, enhanced_code)
+    candidates = [r for r in classifier.rules if r.applies(code, enhanced_code, status_class, hint)]
+    verdict = next((r for r in candidates if r.text is None), None)
+    verdict = verdict if verdict is not None and verdict.rank <= CODE else None
+    for rule in candidates:
+        if rule.text is None or (text is not None and rule.text.search(text)):
+            return _outcome(rule, verdict, status_class)
+    return FALLBACK
+
+
+REPLIES = corpus.load()
+INDEX = default_classifier()._index
+UNCACHED = Classifier.load(cache_size=0)
+NEEDLES = sorted({n for branch in INDEX.branches for n in branch.needles})
+# Texts that exercise the index: real replies, pieces of two spliced together, and runs of the needles themselves
+# (overlapping, repeated, cut) with random glue.
+real_texts = st.sampled_from([reply.text for reply in REPLIES])
+spliced = st.builds(lambda a, b, i, j: a[i:] + b[:j], real_texts, real_texts, st.integers(0, 200), st.integers(0, 400))
+needle_soup = st.lists(st.one_of(st.sampled_from(NEEDLES), st.text(max_size=3)), max_size=12).map("".join)
+any_text = st.one_of(real_texts, spliced, needle_soup, st.text(max_size=300), st.none())
+real_codes = st.sampled_from([(r.code, r.enhanced, r.hint) for r in REPLIES])
+
+
+@given(any_text, st.one_of(real_codes, st.tuples(codes, enhanced, hints)))
+def test_the_index_decides_exactly_like_searching_every_rule_in_order(text, codes_and_hint):
+    code, enhanced_code, hint = codes_and_hint
+    got = UNCACHED.classify(code, enhanced_code, text, hint)
+    want = reference(default_classifier(), code, enhanced_code, text, hint)
+    assert (got.kind, got.reason, got.explained) == (want.kind, want.reason, want.explained)
+
+
+def test_the_index_decides_every_corpus_reply_like_the_reference():
+    for reply in REPLIES:
+        given_ = (reply.code, reply.enhanced, reply.text, reply.hint)
+        assert UNCACHED.classify(*given_) == reference(UNCACHED, *given_), reply.text
+
+
+@given(st.one_of(any_text.filter(lambda t: t is not None), st.text(st.characters(codec="ascii"), max_size=300)))
+def test_the_needle_scan_never_rejects_a_branch_that_matches(text):
     lowered = text.lower()
-    for rule in default_classifier().rules:
-        if rule.text is not None:
-            assert rule.says(lowered) == (rule.text.search(lowered) is not None), rule.result.rule
+    present = INDEX.present(lowered)
+    for bit, branch in enumerate(INDEX.branches):
+        if branch.text.search(lowered):
+            assert present >> bit & 1, (branch.text.pattern, lowered)
+
+
+@given(st.lists(st.text("ab", min_size=3, max_size=6), min_size=1, max_size=8), st.text("ab", max_size=40))
+def test_overlapping_needles_are_all_found(words, text):
+    """Literal patterns over two letters overlap in every way: each one in the text must be found."""
+    index = TextIndex(words)
+    present = index.present(text)
+    assert [word in text for word in words] == [bool(present & index.rule_bits[i]) for i in range(len(words))]
+
+
+def test_patterns_split_into_their_alternatives_and_nothing_else():
+    assert alternatives("(a|(b|c))") == ["a", "b", "c"]
+    assert alternatives("(?:ab|cd)|ef") == ["ab", "cd", "ef"]
+    assert alternatives("(a|b)c") == ["(a|b)c"]
+    assert alternatives("(a|b)+") == ["(a|b)+"]
+    assert alternatives(r"[|(]x|\|y") == ["[|(]x", r"\|y"]
+    assert alternatives("[]|]|z") == ["[]|]", "z"]
+    assert alternatives(r"(a)b|\1") == [r"(a)b|\1"]  # a back-reference ties the alternatives together
+    assert alternatives("(?=a|b)c") == ["(?=a|b)c"]
 
 
 def test_needles_are_found_for_the_packaged_patterns():
     assert needles("(user unknown|no such (user|mailbox))") == ("no such ", "user unknown")
     assert needles("x+") == ()
-    with_needles = [r for r in default_classifier().rules if r.text is not None and r.needles]
-    assert len(with_needles) >= 40
+    without = [branch.text.pattern for branch in INDEX.branches if not branch.needles]
+    assert len(INDEX.branches) >= 200
+    assert len(without) <= 2, without
