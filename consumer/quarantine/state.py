@@ -35,7 +35,9 @@ from consumer.quarantine.signals import (
 
 APPLIED = "applied"
 DUPLICATE = "duplicate"  # changed nothing
-LATE = "late"  # a soft error, validity-end failure, delivery or release dated at or before the base: not placed
+LATE = "late"  # a soft error, validity-end failure, delivery or release ordered before the base: not placed
+
+Order = tuple[int, bool, str]  # a Signal.order
 
 # The kinds the rules read; the others (ignored errors, opens, clicks) only feed the recipient history.
 RULE_KINDS = frozenset({HARD_ERROR, SOFT_ERROR, VALIDITY_END_FAILURE, DELIVERED, COMPLAINT, RELEASE})
@@ -63,9 +65,9 @@ class Limits:
 class AddressState:
     address: str
     history: RecipientHistory
-    base: Standing = field(default_factory=Standing)  # every rule signal dated up to base_at, folded
-    base_at: int | None = None
-    pending: dict[str, Signal] = field(default_factory=dict)  # rule signals after base_at, by event id
+    base: Standing = field(default_factory=Standing)  # every rule signal ordered before base_before, folded
+    base_before: Order | None = None  # a Signal.order bound: what sorts below it is in (or too late for) base
+    pending: dict[str, Signal] = field(default_factory=dict)  # rule signals from base_before on, by event id
     last_seen: int | None = None  # the newest event time of any signal
     published: str | None = None  # the status last published, so transitions are counted once each
 
@@ -100,7 +102,7 @@ class AddressState:
         return idle and self.status(now, rules).status == VALID
 
     def _learn(self, signal: Signal) -> str:
-        if self.base_at is not None and signal.occurred_at <= self.base_at:
+        if self.base_before is not None and signal.order < self.base_before:
             absorbed = absorb_late(self.base, signal)
             if absorbed is None:
                 return LATE
@@ -112,21 +114,22 @@ class AddressState:
         return APPLIED
 
     def _compact(self, rules: Rules, limits: Limits) -> None:
-        """Fold what is older than the horizon, and the oldest beyond max_facts, into base. Whole milliseconds go
-        together, so every signal left pending is dated after base_at."""
+        """Fold into base what is older than the horizon, and the oldest in Signal.order beyond max_facts. The bound
+        moves in Signal.order, not by whole milliseconds, so signals arriving in that order are never late."""
         if self.last_seen is None:
             return
-        cut = self.last_seen - limits.horizon_ms
+        bound: Order = (self.last_seen - limits.horizon_ms + 1, False, "")  # every order dated up to the cut
         ordered = sorted(self.pending.values(), key=lambda s: s.order)
-        kept_after_cut = [s for s in ordered if s.occurred_at > cut]
-        excess = len(kept_after_cut) - limits.max_facts
+        kept = [s for s in ordered if s.order >= bound]
+        excess = len(kept) - limits.max_facts
         if excess > 0:
-            cut = kept_after_cut[excess - 1].occurred_at
-        if self.base_at is not None and cut <= self.base_at:
+            time, release, event_id = kept[excess - 1].order
+            bound = (time, release, event_id + "\0")  # just past it: the next order a signal can have
+        if self.base_before is not None and bound <= self.base_before:
             return
-        due = [s for s in ordered if s.occurred_at <= cut]
+        due = [s for s in ordered if s.order < bound]
         if due:
             self.base = fold(due, self.base, rules)
             for signal in due:
                 del self.pending[signal.event_id]
-        self.base_at = cut
+        self.base_before = bound

@@ -123,3 +123,13 @@ def test_forget_and_idle_addresses_leave_tombstones():
     out = processor.take_output()
     assert out.tombstones == ["a", "b"] and processor.address("a") is None and processor.address("c") is not None
     assert out.transitions == {(QUARANTINED, None): 1, (VALID, None): 1}
+
+
+def test_signals_sharing_a_millisecond_past_max_facts_are_not_late_in_order():
+    """Hypothesis found it: the count limit folded whole milliseconds, so the next signal of the same millisecond,
+    arriving in order, was refused as late."""
+    limits = Limits(max_facts=2)
+    state = AddressState.new(ADDRESS, limits)
+    signals = [Signal(f"e{i}", HARD_ERROR, 0, "d1", "m0") for i in range(4)] + [Signal("e9", SOFT_ERROR, 0, "d1", "m0")]
+    assert [state.apply(s, RULES, limits) for s in signals] == [APPLIED] * 5
+    assert state.status(0, RULES).error_count == 1
