@@ -36,6 +36,12 @@ _CODE_IN_TEXT = re.compile(r"\s*(?:smtp\s*;\s*)?([245]\d\d)(?:[\s\-]|$)", re.IGN
 # A line break and the "550-5.1.1 " that starts each continuation line of a multi-line reply: one space, so that
 # a phrase split over lines still matches.
 _LINE_BREAK = re.compile(r"\s*[\r\n]+\s*(?:[245]\d\d[ \-](?:[245]\.\d{1,3}\.\d{1,3} +)?)?")
+# A reply quoted inside another, with its own enhanced code: "5.1.0 - Unknown address error 550-'5.7.1 ...'". The
+# quote mark tells it from a transcript's next reply ("550 5.1.1 user unknown 554 5.5.1 no valid recipients"), which
+# only follows from the first.
+_QUOTED_REPLY = re.compile(r"(?<=[\s(])[245]\d\d[ -]['\"]([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+# A reply code inside a transcript of several replies ("450 busy - please try later 551 not our user"): its class.
+_REPLY_CODE = re.compile(r"(?<![\w.#-])([245])\d\d(?=[ -])")
 _PATTERN_PIECES = re.compile(r"\\.|[^\\]+", re.DOTALL)  # an escape, or a run of anything else
 _PATTERN_PART = re.compile(r"\*|\d{1,3}")
 _RULE_KEYS = frozenset({"id", "kind", "reason", "enhanced", "code", "class", "hint", "text", "weak"})
@@ -110,6 +116,8 @@ class Classifier:
         self._candidates = lru_cache(maxsize=cache_size)(self._filter)
         # Identical responses are common (one text per domain and error): remember recent results too.
         self._classify = lru_cache(maxsize=cache_size)(self._decide)
+        # What decides nothing: the bare status class, or no rule at all.
+        self._undecided = frozenset({FALLBACK.rule} | {r.result.rule for r in self.rules if r.rank == CLASS})
 
     @classmethod
     def load(cls, extra: Sequence[Path] = (), cache_size: int = CACHE_SIZE) -> Classifier:
@@ -122,8 +130,16 @@ class Classifier:
     def classify(
         self, code: int | None, enhanced: str | None, text: str | None, hint: str | None = None
     ) -> Classification:
-        """Total: any input gives one Classification. `hint` is a vendor's category, e.g. "ses:Permanent/NoEmail"."""
-        return self._classify(*normalise(code, enhanced, text, hint))
+        """Total: any input gives one Classification. `hint` is a vendor's category, e.g. "ses:Permanent/NoEmail".
+        A reply quoted inside the text with an enhanced code of its own is the remote server's: when it says
+        anything more than its status class, it decides (the text around it is a relay's summary)."""
+        given = normalise(code, enhanced, text, hint)
+        quoted = quoted_reply(*given)
+        if quoted is not None:
+            inner = self._classify(*quoted)
+            if inner.rule not in self._undecided:
+                return inner
+        return self._classify(*given)
 
     def _decide(
         self, code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None
@@ -132,7 +148,7 @@ class Classifier:
         plan = self._candidates(code, enhanced, hint)
         found = self._index.first(text, plan.texts) if text is not None and plan.texts else None
         rule = self.rules[found] if found is not None else plan.stop
-        return FALLBACK if rule is None else _outcome(rule, plan.verdict, _status_class(code, enhanced))
+        return FALLBACK if rule is None else _outcome(rule, plan.verdict, _status_class(code, enhanced), text)
 
     def _filter(self, code: int | None, enhanced: Enhanced | None, hint: str | None) -> Plan:
         """The text rules to try, the rule that decides when none matches, and that rule as the verdict when it is
@@ -162,15 +178,30 @@ def normalise(
     return code, parsed, text, hint.casefold() if isinstance(hint, str) else None
 
 
+def quoted_reply(
+    code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None
+) -> tuple[int | None, Enhanced | None, str | None, str | None] | None:
+    """The normalised reply that a relay quotes after its own summary ("5.1.0 - Unknown address error 550-'5.2.2
+    ... Mailbox Full'"), when its enhanced code differs from the summary's: the relay's code is its guess, the
+    quoted one the remote server's own word. A multi-line reply repeating one code quotes nothing; a transcript's
+    later replies are not quoted."""
+    if text is None or enhanced is None:
+        return None
+    for match in _QUOTED_REPLY.finditer(text, 1):
+        if (int(match[1]), int(match[2]), int(match[3])) != enhanced:
+            return normalise(None, None, text[match.start() :], hint)
+    return None
+
+
 def _status_class(code: int | None, enhanced: Enhanced | None) -> int | None:
     return enhanced[0] if enhanced else (code // 100 if code else None)
 
 
-def _outcome(rule: Rule, verdict: Rule | None, status_class: int | None) -> Classification:
+def _outcome(rule: Rule, verdict: Rule | None, status_class: int | None, text: str | None) -> Classification:
     """The winning rule's result, never hard for a 4xx reply (the server says the failure is temporary), naming
     the code or hint rule it beat when that one would have decided otherwise."""
     kind, reason = rule.result.kind, rule.result.reason
-    if kind == "hard" and status_class == 4:
+    if kind == "hard" and _governing_class(rule, status_class, text) == 4:
         kind = "soft"
     beaten = (
         verdict is not None and verdict is not rule and (verdict.result.kind, verdict.result.reason) != (kind, reason)
@@ -178,6 +209,15 @@ def _outcome(rule: Rule, verdict: Rule | None, status_class: int | None) -> Clas
     if kind == rule.result.kind and not beaten:
         return rule.result
     return Classification(kind, reason, rule.result.rule, verdict.result.rule if beaten else None)
+
+
+def _governing_class(rule: Rule, status_class: int | None, text: str | None) -> int | None:
+    """The class of the reply that the deciding words belong to. A transcript of several replies gives each its own
+    code ("450 busy - please try later 551 not our user 503 need RCPT command"): the last reply code before the
+    words governs them (here 551: the recipient was refused for good, the 450 was about the connection)."""
+    match = rule.text.search(text) if status_class == 4 and rule.text is not None and text is not None else None
+    codes = _REPLY_CODE.findall(text, 0, match.start()) if match and text else []
+    return int(codes[-1]) if codes else status_class
 
 
 @cache

@@ -403,6 +403,46 @@ def test_ses_suppression_is_denylisted_with_or_without_the_hint():
         assert default_classifier().classify(None, "5.1.1", text, hint).reason == "denylisted"
 
 
+def test_a_quoted_reply_with_its_own_code_is_the_remote_server_s_word():
+    classify = default_classifier().classify
+    relayed = classify(None, "5.1.0", "5.1.0 - Unknown address error 550-'5.7.1 <a@b.example>... Relaying denied'")
+    assert (relayed.kind, relayed.reason) == ("soft", "refused")
+    full = classify(None, "5.1.0", '5.1.0 - Unknown address error 552-"5.2.2 <a@b.example>... Mailbox over quota"')
+    assert (full.kind, full.reason) == ("soft", "mailbox_full")
+    # A quoted reply that says nothing beyond its class leaves the decision to the whole text.
+    assert classify(None, "5.1.1", "5.1.1 - User unknown 550-'5.0.0 <a@b.example>... Nope'").reason == "user_unknown"
+    # A transcript's next reply follows from the first; it is not quoted and decides nothing.
+    after = classify(550, "5.1.1", "550 5.1.1 <a@b.example>: user unknown 554 5.5.1 Error: no valid recipients")
+    assert (after.kind, after.reason) == ("hard", "user_unknown")
+
+
+def test_in_a_transcript_the_reply_code_before_the_words_governs_them():
+    classify = default_classifier().classify
+    transcript = classify(450, None, "450 busy - please try later 550 no such user here 503 need RCPT command [data]")
+    assert (transcript.kind, transcript.reason) == ("hard", "user_unknown")
+    assert classify(450, None, "450 no such user here, try later 550 other").kind == "soft"
+    assert classify(451, "4.1.1", "451 4.1.1 <a@b.example>: recipient unknown, try again later").kind == "soft"
+
+
+def test_sender_address_codes_make_the_words_the_sender_s():
+    classify = default_classifier().classify
+    for given_ in ((550, "5.1.7", "No such domain sender.example"), (553, "5.1.8", "Domain of address does not exist")):
+        assert (classify(*given_).kind, classify(*given_).reason) == ("soft", "refused"), given_
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("宛先のメールアドレスは存在しません", ("hard", "user_unknown")),
+        ("ユーザー a@b.example が見つかりません", ("hard", "user_unknown")),
+        ("メールボックスの容量を超えています", ("soft", "mailbox_full")),
+    ],
+)
+def test_japanese_replies(text, expected):
+    result = default_classifier().classify(550, None, text)
+    assert (result.kind, result.reason) == expected
+
+
 def test_user_rules_use_the_core_reason_list(tmp_path):
     path = rules_file(
         tmp_path, '[[rule]]\nid = "acme.syntax"\nkind = "hard"\nreason = "invalid_address"\ntext = "bad"\n'
@@ -414,17 +454,16 @@ def test_user_rules_use_the_core_reason_list(tmp_path):
 # --- the fast path against a straightforward evaluation -------------------------------------------------------
 
 
-def reference(classifier: Classifier, *given_: object) -> Classification:
-    """The matching order as documented, evaluated the slow way: every candidate rule in order, each text
-    pattern searched whole."""
-    code, enhanced_code, text, hint = normalise(*given_)  # type: ignore[arg-type]
+def reference(classifier: Classifier, code, enhanced_code, text, hint) -> Classification:
+    """The matching order as documented, evaluated the slow way on normalised input: every candidate rule in
+    order, each text pattern searched whole."""
     status_class = _status_class(code, enhanced_code)
     candidates = [r for r in classifier.rules if r.applies(code, enhanced_code, status_class, hint)]
     verdict = next((r for r in candidates if r.text is None), None)
     verdict = verdict if verdict is not None and verdict.rank <= CODE else None
     for rule in candidates:
         if rule.text is None or (text is not None and rule.text.search(text)):
-            return _outcome(rule, verdict, status_class)
+            return _outcome(rule, verdict, status_class, text)
     return FALLBACK
 
 
@@ -443,16 +482,16 @@ real_codes = st.sampled_from([(r.code, r.enhanced, r.hint) for r in REPLIES])
 
 @given(any_text, st.one_of(real_codes, st.tuples(codes, enhanced, hints)))
 def test_the_index_decides_exactly_like_searching_every_rule_in_order(text, codes_and_hint):
-    code, enhanced_code, hint = codes_and_hint
-    got = UNCACHED.classify(code, enhanced_code, text, hint)
-    want = reference(default_classifier(), code, enhanced_code, text, hint)
+    given_ = normalise(codes_and_hint[0], codes_and_hint[1], text, codes_and_hint[2])
+    got = UNCACHED._decide(*given_)
+    want = reference(default_classifier(), *given_)
     assert (got.kind, got.reason, got.explained) == (want.kind, want.reason, want.explained)
 
 
 def test_the_index_decides_every_corpus_reply_like_the_reference():
     for reply in REPLIES:
-        given_ = (reply.code, reply.enhanced, reply.text, reply.hint)
-        assert UNCACHED.classify(*given_) == reference(UNCACHED, *given_), reply.text
+        given_ = normalise(reply.code, reply.enhanced, reply.text, reply.hint)
+        assert UNCACHED._decide(*given_) == reference(UNCACHED, *given_), reply.text
 
 
 @given(st.one_of(any_text.filter(lambda t: t is not None), st.text(st.characters(codec="ascii"), max_size=300)))
