@@ -115,7 +115,7 @@ class Classifier:
         # Which rules can apply depends only on (code, enhanced, hint): few distinct values, so remember them.
         self._candidates = lru_cache(maxsize=cache_size)(self._filter)
         # Identical responses are common (one text per domain and error): remember recent results too.
-        self._classify = lru_cache(maxsize=cache_size)(self._decide)
+        self._classify = lru_cache(maxsize=cache_size)(self._resolve)
         # What decides nothing: the bare status class, or no rule at all.
         self._undecided = frozenset({FALLBACK.rule} | {r.result.rule for r in self.rules if r.rank == CLASS})
 
@@ -130,16 +130,20 @@ class Classifier:
     def classify(
         self, code: int | None, enhanced: str | None, text: str | None, hint: str | None = None
     ) -> Classification:
-        """Total: any input gives one Classification. `hint` is a vendor's category, e.g. "ses:Permanent/NoEmail".
-        A reply quoted inside the text with an enhanced code of its own is the remote server's: when it says
+        """Total: any input gives one Classification. `hint` is a vendor's category, e.g. "ses:Permanent/NoEmail"."""
+        return self._classify(*normalise(code, enhanced, text, hint))
+
+    def _resolve(
+        self, code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None
+    ) -> Classification:
+        """A reply quoted inside the text with an enhanced code of its own is the remote server's: when it says
         anything more than its status class, it decides (the text around it is a relay's summary)."""
-        given = normalise(code, enhanced, text, hint)
-        quoted = quoted_reply(*given)
+        quoted = quoted_reply(code, enhanced, text, hint)
         if quoted is not None:
-            inner = self._classify(*quoted)
+            inner = self._decide(*quoted)
             if inner.rule not in self._undecided:
                 return inner
-        return self._classify(*given)
+        return self._decide(code, enhanced, text, hint)
 
     def _decide(
         self, code: int | None, enhanced: Enhanced | None, text: str | None, hint: str | None
@@ -185,7 +189,7 @@ def quoted_reply(
     ... Mailbox Full'"), when its enhanced code differs from the summary's: the relay's code is its guess, the
     quoted one the remote server's own word. A multi-line reply repeating one code quotes nothing; a transcript's
     later replies are not quoted."""
-    if text is None or enhanced is None:
+    if text is None or enhanced is None or not ("'" in text or '"' in text):  # a quick test: most texts quote nothing
         return None
     for match in _QUOTED_REPLY.finditer(text, 1):
         if (int(match[1]), int(match[2]), int(match[3])) != enhanced:
@@ -226,7 +230,12 @@ def default_classifier() -> Classifier:
 
 
 def _parse_enhanced(value: object) -> Enhanced | None:
-    match = _ENHANCED.fullmatch(value) if isinstance(value, str) else None
+    return _parse_enhanced_string(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=256)  # few distinct codes: spares a regex per call
+def _parse_enhanced_string(value: str) -> Enhanced | None:
+    match = _ENHANCED.fullmatch(value)
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
 
 

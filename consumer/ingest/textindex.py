@@ -225,7 +225,14 @@ def needles(pattern: str) -> tuple[str, ...]:
         found = _literals(_sre_parser.parse(pattern))
     except Exception:
         return ()
-    return tuple(sorted(found)) if found else ()
+    # Spaces around a needle are dropped when enough is left: the space is a text's commonest character, so a needle
+    # starting with one is found (and the scan restarted) at many more places; a part of a needle is still required.
+    return tuple(sorted({_trimmed(n) for n in found})) if found else ()
+
+
+def _trimmed(needle: str) -> str:
+    inner = needle.strip(" ")
+    return inner if len(inner) >= _MIN_NEEDLE else needle
 
 
 def _literals(items: Any) -> set[str] | None:

@@ -523,7 +523,8 @@ def test_patterns_split_into_their_alternatives_and_nothing_else():
 
 
 def test_needles_are_found_for_the_packaged_patterns():
-    assert needles("(user unknown|no such (user|mailbox))") == ("no such ", "user unknown")
+    assert needles("(user unknown|no such (user|mailbox))") == ("no such", "user unknown")
+    assert needles(" at ") == (" at ",)  # too short without its spaces
     assert needles("x+") == ()
     without = [branch.text.pattern for branch in INDEX.branches if not branch.needles]
     assert len(INDEX.branches) >= 200
