@@ -40,7 +40,7 @@ from consumer.ingest.formats import FORMATS, make_format
 from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import produce_waiting
 from consumer.kafka.topics import Topics
-from consumer.service.settings import IngestSource, Settings
+from consumer.runtime.settings import IngestSource, Settings
 
 SERVICE = Settings(bootstrap_servers="")  # the defaults the copy loop shares with the service
 STALL_S = 30.0  # no new output record for this long: the run has failed, no need to wait for the timeout

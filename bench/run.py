@@ -40,7 +40,7 @@ from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT
 from consumer.kafka.admin import ensure_topics
 from consumer.kafka.brokers import KINDS, dev_broker
 from consumer.kafka.topics import Topics
-from consumer.service.settings import Settings
+from consumer.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent
 Encoded = list[tuple[bytes, bytes]]

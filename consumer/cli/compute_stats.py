@@ -17,7 +17,7 @@ from consumer.cli.options import (
     tool,
 )
 from consumer.kafka.topics import Topics
-from consumer.service.app import COMPUTE_STATS
+from consumer.runtime.app import COMPUTE_STATS
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

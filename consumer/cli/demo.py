@@ -26,9 +26,10 @@ from consumer.cli.produce import send
 from consumer.cli.workload import WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
+from consumer.delivery.stage import find_delivery_stage
 from consumer.kafka.config import base_config
 from consumer.ops import logging as logs
-from consumer.service.app import Service
+from consumer.runtime.app import Service
 
 BAR = 24
 
@@ -75,7 +76,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _feed_and_watch(args: argparse.Namespace, service: Service) -> int:
-    deliveries = service.delivery
+    deliveries = find_delivery_stage(service.stages)
     assert deliveries is not None  # the demo always runs the delivery stage
     workload = generate(WorkloadSpec.ending_now(deliveries=args.deliveries, messages=args.messages, ended=1))
     while not service.readiness()[0]:

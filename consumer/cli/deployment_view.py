@@ -9,9 +9,9 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from consumer.delivery.stage import DeliveryStage, find_delivery_stage
 from consumer.kafka import config as kafka_config
-from consumer.service.app import Service
-from consumer.service.delivery_stage import DeliveryStage
+from consumer.runtime.app import Service
 from consumer.web.actions import KafkaPublisher
 from consumer.web.app import WebApp
 from consumer.web.auth import Auth, load_web_config
@@ -60,7 +60,8 @@ def default_advertised_url(port: int, tls: bool) -> str:
 def attach(service: Service) -> Callable[[], None]:
     """Serve the view from the service's HTTP server; returns what stops the view's own threads."""
     s = service.settings
-    if service.delivery is None:
+    delivery = find_delivery_stage(service.stages)
+    if delivery is None:
         raise ValueError("the Deployment view needs the delivery stage")
     config = load_web_config(s.web_config) if s.web_config else None
     tls = config.ssl_context() if config else None
@@ -80,7 +81,7 @@ def attach(service: Service) -> Callable[[], None]:
         Owners(lookup),
         Auth(config),
         publisher,
-        InstanceOwnerState(service.delivery),
+        InstanceOwnerState(delivery),
         service.metrics.registry,
         topics=s.topics,
         advertised_url=url,

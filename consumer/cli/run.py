@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -14,6 +15,7 @@ from confluent_kafka import KafkaException
 
 from consumer.cli import deployment_view
 from consumer.cli.options import NEVER, add, add_bootstrap, add_partitioner, duration_s
+from consumer.delivery.stage import DeliveryStage
 from consumer.ingest.formats import FORMATS
 from consumer.ingest.stage import ingest_stages
 from consumer.kafka.access import Refused
@@ -21,9 +23,10 @@ from consumer.kafka.config import security_from_env, security_settings
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
 from consumer.ops.metrics import Metrics
-from consumer.service.app import Service
-from consumer.service.errors import CANNOT_START, INTERNAL_ERROR, KAFKA_FATAL, ServiceError
-from consumer.service.settings import AT_LEAST_ONCE, EXACTLY_ONCE, IngestSource, Settings
+from consumer.runtime.app import Service
+from consumer.runtime.errors import CANNOT_START, INTERNAL_ERROR, KAFKA_FATAL, ServiceError
+from consumer.runtime.runner import Clock
+from consumer.runtime.settings import AT_LEAST_ONCE, EXACTLY_ONCE, IngestSource, Settings
 from consumer.web.auth import WebConfigError
 
 
@@ -198,14 +201,16 @@ def argv(settings: Settings) -> list[str]:
     return line
 
 
-def build_service(settings: Settings) -> Service:
+def build_service(settings: Settings, clock: Clock = time.time) -> Service:
     """The instance these settings describe: the delivery stage (unless off) and the configured ingest stages."""
     metrics = Metrics()
-    return Service(settings, metrics=metrics, stages=ingest_stages(settings, metrics))
+    delivery = DeliveryStage(settings, metrics, logs.get("sendtrack.service")) if settings.delivery_stage else None
+    stages = [*([delivery] if delivery else []), *ingest_stages(settings, metrics)]
+    return Service(settings, clock, metrics, stages=stages, kpi_lookup=delivery.kpis.get if delivery else None)
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run the service; every way it can end is one log line and an exit code (service/errors.py)."""
+    """Run the service; every way it can end is one log line and an exit code (runtime/errors.py)."""
     logs.configure(json=args.log_format == "json")
     log = logs.get("sendtrack")
     stop_view: Callable[[], None] | None = None

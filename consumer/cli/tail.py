@@ -26,11 +26,11 @@ from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT, SEND
 from consumer.codec.validation import load_json
 from consumer.core.events import Fact
 from consumer.core.status import MessageState
+from consumer.delivery import records as state
 from consumer.ingest.formats import FORMATS, make_format
 from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
 from consumer.kafka.topics import Topics
-from consumer.state import records as state
 
 AVRO_SCHEMAS = (DELIVERY_EVENT, MTA_EVENT, DELIVERY_KPI, SENDING_LOG)
 DECODERS = (*(f"avro:{name}" for name in AVRO_SCHEMAS), "control", "json", "changelog", "dlq", "raw")
@@ -144,7 +144,7 @@ def raw_value(record: Record) -> Any:
         return preview(record.value)
 
 
-# -- the changelog: keys and values of consumer/state/records.py -----------------------------------
+# -- the changelog: keys and values of consumer/delivery/records.py -----------------------------------
 def message_state(message: MessageState) -> dict[str, Any]:
     bounces = {name: getattr(message, name) for name in ("hard", "soft", "exhausted")}
     return {

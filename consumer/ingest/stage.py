@@ -24,9 +24,9 @@ from consumer.ingest.formats import Format, IdKeys, Mapped, make_format
 from consumer.kafka.producer import ANY_PARTITION, Headers, OutputProducer
 from consumer.ops import logging as logs
 from consumer.ops.metrics import Metrics, Tally
-from consumer.service.dead_letters import DeadLetters
-from consumer.service.settings import IngestSource, Settings
-from consumer.service.stage import Beat, Coordinates, PartitionWork
+from consumer.runtime.dead_letters import DeadLetters
+from consumer.runtime.settings import IngestSource, Settings
+from consumer.runtime.stage import Beat, Coordinates, PartitionWork
 
 RULE_HEADER = "sendtrack.bounce.rule"  # which classifier rule decided a bounce: why it counts as it does
 FORMAT_HEADER = "sendtrack.source.format"

@@ -7,7 +7,7 @@ import pytest
 from consumer.cli.main import parser
 from consumer.cli.run import argv, build_service, settings_from
 from consumer.kafka.topics import Topics
-from consumer.service.settings import AT_LEAST_ONCE, IngestSource, Settings
+from consumer.runtime.settings import AT_LEAST_ONCE, IngestSource, Settings
 
 
 def test_a_spawned_command_line_gives_back_the_same_settings():

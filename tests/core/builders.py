@@ -6,8 +6,8 @@ import itertools
 from typing import Any
 
 from consumer.core.processor import PartitionProcessor
+from consumer.delivery.view import StateView
 from consumer.state.memory import MemoryStore
-from consumer.state.view import StateView
 
 _ids = itertools.count(1)
 

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from consumer.core.events import MTA_EVENT_TYPES
 from consumer.core.processor import PartitionProcessor
+from consumer.delivery.view import StateView
 from consumer.state.memory import MemoryStore
-from consumer.state.view import StateView
 
 DELIVERIES = ("d1", "d2")
 REASONS = (None, "mailbox_full", "user_unknown", "unreachable")

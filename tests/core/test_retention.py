@@ -8,11 +8,12 @@ from hypothesis import given, settings
 
 from consumer.core.delivery import DeliveryState
 from consumer.core.processor import ARCHIVED, PartitionProcessor, kpi_record
-from consumer.state import records
+from consumer.delivery import records
+from consumer.delivery.merge import merge
+from consumer.delivery.view import StateView
 from consumer.state.changelog import apply_changelog
 from consumer.state.memory import MemoryStore
 from consumer.state.store import OFFSETS_PREFIX
-from consumer.state.view import StateView
 from tests.core.builders import delivery_event, mta, prepared
 from tests.core.test_properties import histories
 
@@ -171,7 +172,7 @@ def test_archiving_is_redone_after_a_rewind_and_restores_from_the_changelog() ->
     [archived] = partition.checkpoint(now_ms=END + RETENTION)
     assert archived["archived"]
     restored = MemoryStore()
-    apply_changelog(restored, partition.changelog, set())
+    apply_changelog(restored, partition.changelog, merge)
     state = {k: v for k, v in restored.scan(b"") if not k.startswith(OFFSETS_PREFIX)}
     assert state == dict(partition.store.scan(b""))  # the tombstones deleted what the archive deleted
 

@@ -18,11 +18,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.kafka.producer import produce_waiting
-from consumer.service.settings import IngestSource
+from consumer.runtime.settings import IngestSource
 from tests.conftest import BROKER_KIND
 from tests.ingest import sends
 from tests.ingest.test_sends import kpis, native
-from tests.service.harness import Pipeline, free_port, http_get, stop, stop_all, wait_http
+from tests.runtime.harness import Pipeline, free_port, http_get, stop, stop_all, wait_http
 
 # Depend on when the KPI was made, not on what it says.
 UNSTABLE = ("version", "updated_at")

@@ -14,9 +14,9 @@ from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.codec.validation import check_event
 from consumer.core.events import MTA_EVENT_TYPES
 from consumer.core.processor import PartitionProcessor
+from consumer.delivery.view import StateView
 from consumer.ingest.formats import FORMATS, Mapped, make_format
 from consumer.state.memory import MemoryStore
-from consumer.state.view import StateView
 from tests.ingest import sends
 from tests.ingest.formats.support import assert_contract
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.cli.run import build_service
 from consumer.codec.avro import AvroCodec
 from consumer.codec.errors import InvalidEvent
 from consumer.codec.schemas import MTA_EVENT
@@ -20,10 +21,10 @@ from consumer.ingest.stage import FORMAT_HEADER, RULE_HEADER, IngestStage, inges
 from consumer.kafka.producer import ANY_PARTITION
 from consumer.kafka.topics import Topics
 from consumer.ops.metrics import Metrics
-from consumer.service.app import Service
-from consumer.service.settings import AT_LEAST_ONCE, IngestSource, Settings
+from consumer.runtime.app import Service
+from consumer.runtime.settings import AT_LEAST_ONCE, IngestSource, Settings
 from tests.ingest import sends
-from tests.service.fakes import NOW_S, FakeConsumer, FakeMessage, FakeProducer
+from tests.runtime.fakes import NOW_S, FakeConsumer, FakeMessage, FakeProducer
 
 SOURCE = "kumomta.logs"
 EVENTS = AvroCodec.named(MTA_EVENT)
@@ -213,8 +214,7 @@ def test_the_configuration_is_checked_before_anything_runs(tmp_path):
 def test_readiness_waits_for_every_stage_s_group_and_names_the_stage_in_trouble():
     """One stage's assignment must not make the instance ready while another stage still joins or rebalances."""
     settings = Settings(bootstrap_servers="x", ingest=(IngestSource("ses", "ses.events"),), store="memory")
-    metrics = Metrics()
-    service = Service(settings, metrics=metrics, stages=ingest_stages(settings, metrics))
+    service = build_service(settings)
     delivery, ingest = service.runners
     for runner in service.runners:
         runner.attach(FakeProducer(), FakeConsumer())  # type: ignore[arg-type]

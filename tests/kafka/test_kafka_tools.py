@@ -27,12 +27,12 @@ from consumer.cli.workload import WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.kafka.brokers.apache import tool_command
-from consumer.service.settings import IngestSource
+from consumer.runtime.settings import IngestSource
 from tests.cli.tools import outcome, sendtrack
 from tests.core.builders import mta
 from tests.ingest import sends
 from tests.ingest.test_ingest_kafka import BAD_RECORD, fill_source
-from tests.service.harness import Pipeline, free_port, http_get, stop, wait_http
+from tests.runtime.harness import Pipeline, free_port, http_get, stop, wait_http
 
 GROUPS_TOOL = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"  # kafka-consumer-groups.sh
 CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"  # kafka-console-consumer.sh

@@ -37,7 +37,7 @@ from tests.ops.deploy_files import (
     interpolate,
     scrape_job,
 )
-from tests.service.harness import Pipeline, free_port, stop, wait_http
+from tests.runtime.harness import Pipeline, free_port, stop, wait_http
 
 INTERVAL = "1s"  # scrape and rule evaluation
 FOR = "2s"

@@ -11,7 +11,7 @@ import pytest
 from consumer.kafka.brokers import DevBroker
 from tests.conftest import test_broker
 from tests.reliability.proxy import FaultProxy
-from tests.service.harness import free_port
+from tests.runtime.harness import free_port
 
 
 @dataclass

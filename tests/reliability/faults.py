@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumer.cli.workload import Workload
-from tests.service.exactness import assert_exact
-from tests.service.harness import Pipeline, http_get
+from tests.runtime.exactness import assert_exact
+from tests.runtime.harness import Pipeline, http_get
 
 
 @dataclass

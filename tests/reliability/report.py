@@ -24,7 +24,7 @@ from typing import Any
 from consumer.kafka.brokers import KINDS, dev_broker
 
 HERE = Path(__file__).parent
-SUITE = ["tests/reliability", "tests/service/test_fuzz_loop.py", "tests/service/test_resilience.py"]
+SUITE = ["tests/reliability", "tests/delivery/test_fuzz_loop.py", "tests/runtime/test_resilience.py"]
 TITLES = {
     "fuzz_loop": "Fuzzed input through the processing loop",
     "network_cut_and_stall": "Connection cuts, then a stall",

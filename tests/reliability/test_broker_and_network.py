@@ -11,10 +11,10 @@ import time
 import pytest
 
 from consumer.cli.workload import Workload, WorkloadSpec, generate
-from consumer.service.errors import STUCK
+from consumer.runtime.errors import STUCK
 from tests.figures import record
 from tests.reliability.faults import ReadinessWatch, exact_or_exit, log_lines, until_exact
-from tests.service.harness import Pipeline, free_port, stop, wait_http
+from tests.runtime.harness import Pipeline, free_port, stop, wait_http
 
 
 def chunks(workload: Workload, parts: int) -> list[Workload]:

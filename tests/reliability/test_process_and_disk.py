@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 
 from consumer.cli.workload import Workload, WorkloadSpec, generate
-from consumer.service.errors import STATE_FAILED
+from consumer.runtime.errors import STATE_FAILED
 from tests.figures import record
 from tests.reliability.faults import log_lines, until_exact
-from tests.service.harness import Pipeline, free_port, http_get, stop, wait_http
+from tests.runtime.harness import Pipeline, free_port, http_get, stop, wait_http
 
 
 @pytest.mark.long
 @pytest.mark.parametrize("kills", [20])
 def test_kill_minus_nine_at_random_moments_many_times(kafka, tmp_path, kills):
-    """The long version of tests/service/test_resilience.py's kill -9 test (that one runs in CI)."""
+    """The long version of tests/runtime/test_resilience.py's kill -9 test (that one runs in CI)."""
     workload = generate(WorkloadSpec.ending_now(deliveries=16, messages=12_000, ended=4, seed=31))
     pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
     pipeline.produce_workload(workload)

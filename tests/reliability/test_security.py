@@ -40,12 +40,12 @@ from confluent_kafka.admin import (
 from consumer.cli.options import CANNOT_RUN
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.kafka.brokers.apache import ApacheKafkaBroker, BrokerSecurity
-from consumer.service.errors import KAFKA_FATAL
-from consumer.service.settings import IngestSource
+from consumer.runtime.errors import KAFKA_FATAL
+from consumer.runtime.settings import IngestSource
 from tests import samples
 from tests.cli.tools import outcome, sendtrack
 from tests.reliability.proxy import Certificates, make_certificates
-from tests.service.harness import Pipeline, free_port, http_get, stop, wait_http
+from tests.runtime.harness import Pipeline, free_port, http_get, stop, wait_http
 
 SECRET = "pa55word-that-must-never-show"  # the SCRAM password, and the password of the client keys
 USER = "sendtrack"  # the SCRAM user, and the CN (so the principal) of the client certificate

@@ -29,7 +29,7 @@ from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.kafka.producer import produce_waiting
 from tests.figures import record
 from tests.reliability.faults import exact_or_exit
-from tests.service.harness import Pipeline, free_port, http_get, stop, wait_http
+from tests.runtime.harness import Pipeline, free_port, http_get, stop, wait_http
 
 
 def renamed(workload: Workload, suffix: str) -> Workload:

@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 from consumer.cli.workload import WorkloadSpec, generate
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT, load
-from tests.service.harness import Pipeline, free_port, stop, wait_http
+from tests.runtime.harness import Pipeline, free_port, stop, wait_http
 from tests.web.browser import screenshot
 
 

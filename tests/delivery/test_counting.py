@@ -4,8 +4,8 @@ what a rewind aborted is not counted until it is redone and committed."""
 from __future__ import annotations
 
 from consumer.ops.metrics import Metrics, Tally
-from tests.service.fakes import LoopDriver
-from tests.service.test_intake import prepare, relayed
+from tests.delivery.test_intake import prepare, relayed
+from tests.runtime.fakes import LoopDriver
 
 
 def value(driver: LoopDriver, name: str, **labels: str) -> float:

@@ -23,12 +23,12 @@ from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.codec.validation import check_event
 from consumer.core.events import MTA_EVENT_TYPES
 from consumer.core.processor import PartitionProcessor
+from consumer.delivery.view import StateView
 from consumer.kafka.topics import Topics
 from consumer.state.memory import MemoryStore
-from consumer.state.view import StateView
 from tests.core.builders import delivery_event, mta, prepared
 from tests.figures import record
-from tests.service.fakes import NOW_S, LoopDriver
+from tests.runtime.fakes import NOW_S, LoopDriver
 
 NOW_MS = int(NOW_S * 1000)
 PARTITIONS = 2

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from consumer.core.processor import PartitionProcessor
 from consumer.core.status import Bounce, MessageState
-from consumer.state import records
-from consumer.state.changelog import CHANGELOG_OFFSET, apply_changelog, changelog_position, join_messages
+from consumer.delivery import records
+from consumer.delivery.merge import join_messages, merge
+from consumer.delivery.view import StateView
+from consumer.state.changelog import CHANGELOG_OFFSET, apply_changelog, changelog_position
 from consumer.state.memory import MemoryStore
-from consumer.state.view import StateView
 from tests.core.builders import delivery_event, mta, prepared
 
 
@@ -44,11 +45,10 @@ def test_replaying_twice_or_with_a_zombie_transaction_restores_the_same_state():
     zombie = checkpointed_changelog([*committed, [mta("d", "m2", "DELIVERED", attempt=1)]])[len(log) :]
 
     clean, messy = MemoryStore(), MemoryStore()
-    touched: set[str] = set()
-    apply_changelog(clean, log, touched)
-    apply_changelog(messy, log[:3], set())
-    apply_changelog(messy, log + zombie, touched)  # the first records a second time, then the zombie
-    assert touched == {"d"}
+    apply_changelog(clean, log, merge)
+    apply_changelog(messy, log[:3], merge)
+    touched = apply_changelog(messy, log + zombie, merge)  # the first records a second time, then the zombie
+    assert {records.delivery_of(key) for key in touched} == {"d", None}  # None: the partition's watermark
     assert messy.offsets()[CHANGELOG_OFFSET] == len(log) + len(zombie)  # the next record to read
 
     # The zombie's facts are facts of real input events that will be replayed; recomputing the counters
@@ -67,9 +67,9 @@ def test_a_rejected_confirmation_and_an_open_sharing_an_event_id_are_both_restor
     refused = delivery_event("d", "CONFIRMED", at=10, actor="intern", actor_roles=[], event_id="x")
     opened = mta("d", "m", "OPEN", event_id="x")
     log = checkpointed_changelog([[prepared("d", efs=False), mta("d", "m", "RELAYED"), opened], [refused]])
-    store, touched = MemoryStore(), set()
-    apply_changelog(store, log, touched)
-    assert touched == {"d"}
+    store = MemoryStore()
+    touched = apply_changelog(store, log, merge)
+    assert {records.delivery_of(key) for key in touched} - {None} == {"d"}
     processor = PartitionProcessor(StateView(store))
     assert processor.compute_stats("d", publish=False) is True  # the recount from the records finds both
     counters = processor.delivery("d").counters

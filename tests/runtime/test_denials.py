@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError
 
 from consumer.kafka.access import Denied
 from consumer.kafka.producer import DeliveryFailed
-from tests.service.fakes import FakeMessage, FakeProducer, LoopDriver
+from tests.runtime.fakes import FakeMessage, FakeProducer, LoopDriver
 
 
 class RefusedMessage(FakeMessage):

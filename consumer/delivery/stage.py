@@ -5,7 +5,7 @@ changed delivery and the changelog of the state changes; the state is written af
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,18 +18,20 @@ from consumer.core.delivery import DeliveryState
 from consumer.core.events import DELIVERY_EVENT_TYPES
 from consumer.core.processor import Output, kpi_record
 from consumer.core.status import MessageState
+from consumer.delivery import records
+from consumer.delivery.intake import Intake
+from consumer.delivery.merge import merge
+from consumer.delivery.partition import PartitionRuntime
 from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.metrics import Metrics, Tally
-from consumer.service.dead_letters import DeadLetters
-from consumer.service.errors import StartupError, StateFailed
-from consumer.service.intake import Intake
-from consumer.service.partition import PartitionRuntime, StoreFactory
-from consumer.service.recovery import ChangelogMismatch, RestoreResult, restore
-from consumer.service.settings import Settings
-from consumer.service.stage import Beat, Coordinates, PartitionWork
-from consumer.state import records
+from consumer.runtime.dead_letters import DeadLetters
+from consumer.runtime.errors import StartupError, StateFailed
+from consumer.runtime.recovery import ChangelogMismatch, RestoreResult, restore
+from consumer.runtime.settings import Settings
+from consumer.runtime.stage import Beat, Coordinates, PartitionWork
+from consumer.runtime.stores import StoreFactory
 from consumer.state.changelog import CHANGELOG_OFFSET
 from consumer.state.store import PartitionStore, StoreError
 
@@ -120,7 +122,7 @@ class DeliveryStage:
         stores = {partition: self._stores.open(partition) for partition in partitions}
         while True:
             try:
-                results = restore(stores, self._reader, self._topics.changelog, self.restore_group, beat)
+                results = restore(stores, self._reader, self._topics.changelog, self.restore_group, beat, merge=merge)
                 break
             except ChangelogMismatch as exc:
                 self._log.warning("state_discarded", partition=exc.partition, reason=str(exc))
@@ -137,7 +139,8 @@ class DeliveryStage:
         self._metrics.restore_records.inc(result.records)
         self._metrics.restore_seconds.observe(result.seconds)
         runtime = self.runtime(partition, store)
-        for delivery_id in sorted(result.touched):  # replayed records are made consistent by a recompute
+        touched = {delivery_id for key in result.touched if (delivery_id := records.delivery_of(key)) is not None}
+        for delivery_id in sorted(touched):  # replayed records are made consistent by a recompute
             if runtime.processor.compute_stats(delivery_id, publish=False) is False:
                 self._metrics.stats_mismatches.labels("restore").inc()
                 self._log.warning("restore_repaired_counters", delivery_id=delivery_id, partition=partition)
@@ -281,3 +284,8 @@ class DeliveryStage:
             if delivery is not None:
                 return runtime, delivery
         return None
+
+
+def find_delivery_stage(stages: Iterable[object]) -> DeliveryStage | None:
+    """The delivery stage among an instance's stages (the Deployment view and the demo read it)."""
+    return next((stage for stage in stages if isinstance(stage, DeliveryStage)), None)

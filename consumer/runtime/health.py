@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from consumer.service.errors import STUCK
+from consumer.runtime.errors import STUCK
 
 
 class Health:

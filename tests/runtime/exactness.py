@@ -13,10 +13,10 @@ from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
 from consumer.core.processor import PartitionProcessor
 from consumer.core.status import message_status
+from consumer.delivery.view import StateView
 from consumer.state.memory import MemoryStore
-from consumer.state.view import StateView
 from tests.conftest import BROKER_KIND
-from tests.service.harness import Pipeline
+from tests.runtime.harness import Pipeline
 
 
 def clean_pass_statuses(workload: Workload) -> dict[tuple[str, str], str]:

@@ -9,8 +9,8 @@ from consumer.codec.avro import AvroCodec
 from consumer.codec.control import COMPUTE_STATS
 from consumer.codec.schemas import MTA_EVENT
 from tests.core.builders import mta, prepared
-from tests.service.fakes import NOW_S, LoopDriver
-from tests.service.test_intake import DELIVERIES, control, relayed
+from tests.delivery.test_intake import DELIVERIES, control, relayed
+from tests.runtime.fakes import NOW_S, LoopDriver
 
 NOW_MS = int(NOW_S * 1000)
 MTA = AvroCodec.named(MTA_EVENT)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from consumer.core.delivery import DeliveryState
 from consumer.core.processor import REJECTED_CONFIRMATION
 from consumer.core.status import MessageState
-from consumer.state import records
+from consumer.delivery import records
 from consumer.state.store import PartitionStore
 
 

@@ -1,4 +1,4 @@
-"""A delivery-stage partition: its store, the core processor over it, and where its inputs stand."""
+"""Opens the partition stores of a stage's state: memory or RocksDB, one directory per partition."""
 
 from __future__ import annotations
 
@@ -9,31 +9,10 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from consumer.core.processor import PartitionProcessor
-from consumer.service.errors import StateFailed
-from consumer.service.stage import PartitionWork
+from consumer.runtime.errors import StateFailed
 from consumer.state.memory import MemoryStore
 from consumer.state.rocksdb import RocksDBStore
 from consumer.state.store import PartitionStore, StoreError
-from consumer.state.view import StateView
-
-
-class PartitionRuntime(PartitionWork):
-    """A delivery-stage partition: its store and the core processor over it."""
-
-    def __init__(
-        self, partition: int, store: PartitionStore, efs_default: bool, retention_ms: int | None = None
-    ) -> None:
-        self.store = store
-        self._efs_default = efs_default
-        self._retention_ms = retention_ms
-        super().__init__(partition)
-
-    def reset(self) -> None:
-        """Forget everything since the last checkpoint: the store holds the committed truth."""
-        super().reset()
-        self.view = StateView(self.store)
-        self.processor = PartitionProcessor(self.view, self._efs_default, self._retention_ms)
 
 
 class StoreFactory:

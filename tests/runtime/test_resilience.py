@@ -11,8 +11,8 @@ import pytest
 
 from consumer.cli.workload import Workload, WorkloadSpec, generate
 from tests.figures import record
-from tests.service.exactness import assert_exact, log_events
-from tests.service.harness import Pipeline, stop
+from tests.runtime.exactness import assert_exact, log_events
+from tests.runtime.harness import Pipeline, stop
 
 
 def run_to_the_end(pipeline: Pipeline, workload: Workload, instance: str, timeout_s: float, **options: Any) -> None:

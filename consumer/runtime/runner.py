@@ -22,12 +22,12 @@ from consumer.kafka.access import denial, error_of, missing_permission
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.logging import Throttle
 from consumer.ops.metrics import Metrics
-from consumer.service.checkpoint import Checkpointer
-from consumer.service.dead_letters import DeadLetters
-from consumer.service.errors import KafkaFatal, StateFailed
-from consumer.service.health import Health
-from consumer.service.settings import Settings
-from consumer.service.stage import Beat, PartitionWork, PoisonRecord, Stage
+from consumer.runtime.checkpoint import Checkpointer
+from consumer.runtime.dead_letters import DeadLetters
+from consumer.runtime.errors import KafkaFatal, StateFailed
+from consumer.runtime.health import Health
+from consumer.runtime.settings import Settings
+from consumer.runtime.stage import Beat, PartitionWork, PoisonRecord, Stage
 from consumer.state.store import StoreError
 
 Clock = Callable[[], float]  # seconds since the epoch

@@ -27,7 +27,7 @@ from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT, SENDING_LOG
 from consumer.kafka.admin import ensure_topics
 from consumer.kafka.config import reader_config
 from consumer.kafka.topics import Topics
-from consumer.service.settings import Settings
+from consumer.runtime.settings import Settings
 
 _names = itertools.count()
 SESSION_TIMEOUT_MS = 6_000  # the embedded broker joins groups in about half of it

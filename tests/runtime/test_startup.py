@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from consumer.service.errors import CANNOT_START, STATE_FAILED
+from consumer.runtime.errors import CANNOT_START, STATE_FAILED
 
 
 def run(tmp_path: Path, *flags: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -3,9 +3,9 @@ from __future__ import annotations
 from consumer.core.delivery import DeliveryState
 from consumer.core.processor import REJECTED_CONFIRMATION
 from consumer.core.status import Bounce, MessageState
-from consumer.state import records
+from consumer.delivery import records
+from consumer.delivery.view import StateView
 from consumer.state.memory import MemoryStore
-from consumer.state.view import StateView
 from tests.core.builders import mta, processor
 
 
@@ -18,15 +18,6 @@ def test_message_and_delivery_records_roundtrip():
     delivery = DeliveryState("d", efs=True, prepared_rank=(5, "p"), to_deliver=10)
     delivery.counters.failures_by_reason["mailbox_full"] = 2
     assert records.decode_delivery(records.encode_delivery(delivery)) == delivery
-
-
-def test_memory_store_writes_state_and_offsets_together():
-    store = MemoryStore()
-    store.write({b"a": b"1", b"b": b"2"}, {"mta.events": 41})
-    store.write({b"a": None}, {"mta.events": 42, "deliveries": 7})
-    assert store.get(b"a") is None and store.get(b"b") == b"2"
-    assert store.offsets() == {"mta.events": 42, "deliveries": 7}
-    assert list(store.scan(b"b")) == [(b"b", b"2")]
 
 
 def test_view_stages_each_change_once_and_reads_its_own_writes():

@@ -13,11 +13,12 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from consumer.cli.run import build_service
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
+from consumer.delivery.stage import find_delivery_stage
 from consumer.kafka.topics import Topics
-from consumer.service.app import Service
-from consumer.service.settings import Settings
+from consumer.runtime.settings import Settings
 from consumer.state.memory import MemoryStore
 
 NOW_S = 1_767_225_600.0  # 2026-01-01: the fixed wall clock of in-process runs
@@ -126,9 +127,9 @@ class LoopDriver:
         self.settings = Settings(
             bootstrap_servers="unused:9092", state_dir=Path("unused"), topics=self.topics, **settings
         )
-        self.service = Service(self.settings, clock=lambda: NOW_S)
+        self.service = build_service(self.settings, clock=lambda: NOW_S)
         self.runner = self.service.runners[0]
-        self.stage = self.service.delivery
+        self.stage = find_delivery_stage(self.service.stages)
         assert self.stage is not None
         self.producer, self.consumer = FakeProducer(), FakeConsumer()
         self.stage.use_reader(FakeConsumer())

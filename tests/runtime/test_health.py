@@ -7,9 +7,9 @@ import threading
 import time
 
 from consumer.ops import logging as logs
-from consumer.service.errors import STUCK
-from consumer.service.health import Health, Watchdog
-from tests.service.fakes import LoopDriver
+from consumer.runtime.errors import STUCK
+from consumer.runtime.health import Health, Watchdog
+from tests.runtime.fakes import LoopDriver
 
 
 def test_readiness_names_every_trouble_until_each_clears():

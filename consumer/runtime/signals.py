@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from consumer.service.errors import GRACE_EXCEEDED
+from consumer.runtime.errors import GRACE_EXCEEDED
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 

@@ -10,12 +10,12 @@ from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.core.processor import PartitionProcessor
 from consumer.kafka.topics import Topics
-from consumer.service.errors import StateFailed
+from consumer.runtime.errors import StateFailed
 from consumer.state.changelog import CHANGELOG_OFFSET
 from consumer.state.memory import MemoryStore
 from consumer.state.store import StoreError
 from tests.core.builders import delivery_event, mta, prepared
-from tests.service.fakes import NOW_S, LoopDriver
+from tests.runtime.fakes import NOW_S, LoopDriver
 
 NOW_MS = int(NOW_S * 1000)
 MTA = AvroCodec.named(MTA_EVENT)

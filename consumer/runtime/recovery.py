@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from consumer.kafka.access import reader_denial
-from consumer.state.changelog import apply_changelog, changelog_position
+from consumer.state.changelog import Merge, apply_changelog, changelog_position, overwrite
 from consumer.state.store import PartitionStore
 
 _CHUNK = 10_000
@@ -31,7 +31,7 @@ class ChangelogMismatch(RestoreError):
 class RestoreResult:
     records: int = 0
     seconds: float = 0.0
-    touched: set[str] = field(default_factory=set)  # deliveries whose records were replayed
+    touched: set[bytes] = field(default_factory=set)  # keys whose records were replayed
 
 
 def restore(
@@ -41,6 +41,7 @@ def restore(
     group: str,
     beat: Callable[[str], None] = lambda _step: None,
     timeout_s: float = 300.0,
+    merge: Merge = overwrite,
 ) -> dict[int, RestoreResult]:
     """Replay each partition's changelog from its store's position to its end, all partitions at once.
     `group` is the reader's (never joined); a missing permission to read is Denied, not retried.
@@ -74,7 +75,8 @@ def restore(
                     raise reader_denial(error, topic, group) or RestoreError(f"reading {topic}: {error}")
             for partition, batch in batches.items():
                 result = results[partition]
-                result.records += apply_changelog(stores[partition], batch, result.touched)
+                result.touched |= apply_changelog(stores[partition], batch, merge)
+                result.records += len(batch)
     finally:
         reader.unassign()
     return results

@@ -1,4 +1,4 @@
-"""The service: one instance's process. It runs the stages it is configured with (the delivery stage, and
+"""The service: one instance's process. It runs the stages it is given (the CLI makes them: the delivery stage,
 ingest stages), each a consumer group of its own driven by a StageRunner, on one poll loop; and owns what
 the process has once: signals, the watchdog, health, the HTTP server and the metrics registry.
 """
@@ -22,13 +22,12 @@ from consumer.ops import logging as logs
 from consumer.ops.exchange import Handler
 from consumer.ops.http import OpsServer, StatusSource
 from consumer.ops.metrics import Metrics
-from consumer.service.delivery_stage import DeliveryStage
-from consumer.service.errors import ServiceError, StartupError
-from consumer.service.health import Health, Watchdog
-from consumer.service.runner import Clock, StageRunner, reason
-from consumer.service.settings import Settings
-from consumer.service.signals import StopSignals
-from consumer.service.stage import Stage
+from consumer.runtime.errors import ServiceError, StartupError
+from consumer.runtime.health import Health, Watchdog
+from consumer.runtime.runner import Clock, StageRunner, reason
+from consumer.runtime.settings import Settings
+from consumer.runtime.signals import StopSignals
+from consumer.runtime.stage import Stage
 
 __all__ = ["COMPUTE_STATS", "Service"]
 
@@ -44,8 +43,9 @@ class Service:
         metrics: Metrics | None = None,
         client_id: str = "sendtrack",
         stages: Sequence[Stage] = (),
+        kpi_lookup: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
-        """Runs the delivery stage if settings.delivery_stage, then `stages` (ingest, made by the CLI)."""
+        """Runs `stages`; `kpi_lookup` answers the HTTP server's /deliveries/<id> (the delivery stage's KPIs)."""
         self.settings = settings
         self.client_id = client_id  # the consumers': the Deployment view encodes this instance's URL in it
         self.handler: Handler | None = None  # pages served besides /metrics, /healthz, /readyz
@@ -58,14 +58,13 @@ class Service:
         self._signals = StopSignals(self.stop, settings.grace_period_s, self._log)
         self._watchdog = Watchdog(settings.watchdog_timeout_s, self._log)
         self._http: OpsServer | None = None
-        self.delivery = DeliveryStage(settings, self.metrics, self._log) if settings.delivery_stage else None
-        all_stages = ([self.delivery] if self.delivery else []) + list(stages)
-        if not all_stages:
+        self._kpi_lookup = kpi_lookup or _no_kpi
+        if not stages:
             raise ValueError("nothing to run: the delivery stage is off and no ingest stage is configured")
         beat = self._watchdog.beat
         self.runners = [
             StageRunner(stage, settings, self.health, beat, self.metrics, self._log, self._stopping, clock)
-            for stage in all_stages
+            for stage in stages
         ]
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -169,8 +168,7 @@ class Service:
         s = self.settings
         if s.http_port is None:
             return
-        kpis = self.delivery.kpis.get if self.delivery else _no_kpi
-        source = StatusSource(ready=self.readiness, delivery_kpi=kpis, alive=self.health.liveness)
+        source = StatusSource(ready=self.readiness, delivery_kpi=self._kpi_lookup, alive=self.health.liveness)
         try:
             self._http = OpsServer(
                 s.http_port, self.metrics.registry, source, host=s.http_host, handler=self.handler, tls=self.http_tls
@@ -178,6 +176,10 @@ class Service:
         except OSError as exc:
             raise StartupError(f"cannot serve HTTP on {s.http_host}:{s.http_port}: {exc.strerror or exc}") from None
         self._log.info("http_listening", host=s.http_host, port=self._http.port)
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [runner.stage for runner in self.runners]
 
     @property
     def http_port(self) -> int | None:

@@ -14,7 +14,7 @@ from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import MTA_EVENT
 from tests import samples
 from tests.core.builders import mta
-from tests.service.harness import Pipeline, as_json, free_port, http_get, stop, wait_http
+from tests.runtime.harness import Pipeline, as_json, free_port, http_get, stop, wait_http
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,11 +20,11 @@ from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.codec.validation import check_event
 from consumer.core.events import Event
 from consumer.core.processor import ApplyFailed
+from consumer.delivery.partition import PartitionRuntime
 from consumer.kafka.topics import Topics
 from consumer.ops.metrics import Metrics
-from consumer.service.dead_letters import DeadLetters
-from consumer.service.partition import PartitionRuntime
-from consumer.service.stage import Coordinates, PoisonRecord
+from consumer.runtime.dead_letters import DeadLetters
+from consumer.runtime.stage import Coordinates, PoisonRecord
 from consumer.state.store import StoreError
 
 

@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.metrics import Metrics
-from consumer.service.stage import Beat, PartitionWork, Stage
+from consumer.runtime.stage import Beat, PartitionWork, Stage
 
 
 class Checkpointer:

@@ -1,7 +1,7 @@
 """What a stage is: one consumer group's work on its input records. The runner (runner.py) owns the Kafka
 clients, the checkpoint order, recovery and rebalances; a stage only says what its records become.
 
-Two stages exist: the delivery stage (delivery_stage.py: events -> statuses and KPIs, with partitioned state)
+Two stages exist: the delivery stage (consumer/delivery/stage.py: events -> statuses and KPIs, with partitioned state)
 and the ingest stage (consumer/ingest/stage.py: an MTA's own records -> contract events, stateless).
 """
 
@@ -14,7 +14,7 @@ from confluent_kafka import Message
 
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.metrics import Tally
-from consumer.service.dead_letters import DeadLetters
+from consumer.runtime.dead_letters import DeadLetters
 
 Beat = Callable[[str], None]  # tells the watchdog which step is under way
 
