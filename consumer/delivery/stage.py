@@ -5,11 +5,11 @@ changed delivery and the changelog of the state changes; the state is written af
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 
 from consumer.codec.avro import AvroCodec
@@ -26,31 +26,18 @@ from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.metrics import Metrics, Tally
+from consumer.runtime.changelogs import ChangelogStores, Restored, StagedChanges, StoreSpec
 from consumer.runtime.dead_letters import DeadLetters
-from consumer.runtime.errors import StartupError, StateFailed
-from consumer.runtime.recovery import ChangelogMismatch, RestoreResult, restore
+from consumer.runtime.errors import StartupError
 from consumer.runtime.settings import Settings
 from consumer.runtime.stage import Beat, Coordinates, PartitionWork
-from consumer.runtime.stores import StoreFactory
-from consumer.state.changelog import CHANGELOG_OFFSET
-from consumer.state.store import PartitionStore, StoreError
-
-
-class _NextOffset:
-    """Learns, from the last changelog record's delivery report, where the changelog continues."""
-
-    def __init__(self) -> None:
-        self.value: int | None = None
-
-    def __call__(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:  # the producer records failures itself
-            self.value = message.offset() + 1
+from consumer.runtime.stores import DEFAULT_STORE, StoreFactory
+from consumer.state.store import PartitionStore
 
 
 @dataclass
 class _Staged:
-    changes: dict[bytes, bytes | None]
-    next_changelog: _NextOffset
+    changelog: StagedChanges
     output: Output
 
 
@@ -69,17 +56,17 @@ class DeliveryStage:
         self.poison: set[Coordinates] = set()
         self._metrics = metrics
         self._log = log.bind(stage=self.name)
-        self._stores = StoreFactory(settings.store, settings.state_dir, settings.group_id)
+        stores = StoreFactory(settings.store, settings.state_dir, settings.group_id)
+        self._changelogs = ChangelogStores([StoreSpec(t.changelog, merge=merge)], stores, metrics, self._log)
         self._kpi_codec = AvroCodec.named(DELIVERY_KPI)
         self._log_codec = AvroCodec.named(SENDING_LOG)
-        self._reader: Consumer | None = None
         self.runtimes: dict[int, PartitionRuntime] = {}  # the runner's, seen from HTTP threads
         self.kpis: dict[str, dict[str, Any]] = {}  # last published KPI per owned delivery, for HTTP
         self._lock = threading.Lock()  # HTTP threads read `runtimes` while rebalances change it
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        self._stores.prepare()
+        self._changelogs.prepare()
 
     def start(self, base_config: dict[str, Any]) -> None:
         try:
@@ -95,7 +82,7 @@ class DeliveryStage:
 
     def use_reader(self, reader: Consumer) -> None:
         """The consumer that reads the changelog on restore (start() makes a real one; tests may pass fakes)."""
-        self._reader = reader
+        self._changelogs.use_reader(reader)
 
     def attach(self, producer: OutputProducer, dead_letters: DeadLetters) -> None:
         self._producer = producer
@@ -110,35 +97,22 @@ class DeliveryStage:
         )
 
     def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
+        self._changelogs.stop()
 
     # -- partitions --------------------------------------------------------------------------------------------
-    def open(self, partitions: Sequence[int], beat: Beat) -> dict[int, PartitionWork]:
-        """Open the stores, bring them up to the changelog's end, and repair what the replay touched."""
-        if not partitions:
-            return {}
-        assert self._reader is not None, "start() or use_reader() comes first"
-        stores = {partition: self._stores.open(partition) for partition in partitions}
-        while True:
-            try:
-                results = restore(stores, self._reader, self._topics.changelog, self.restore_group, beat, merge=merge)
-                break
-            except ChangelogMismatch as exc:
-                self._log.warning("state_discarded", partition=exc.partition, reason=str(exc))
-                stores[exc.partition] = self._stores.discard(exc.partition, stores[exc.partition])
-            except StoreError as exc:
-                raise StateFailed(str(exc)) from None
-        opened = {p: self._runtime_after_restore(p, stores[p], results[p]) for p in partitions}
+    def open(
+        self, partitions: Sequence[int], committed: Mapping[int, Mapping[str, int]], beat: Beat
+    ) -> dict[int, PartitionWork]:
+        """Restore the stores (the runtime's), then repair what the replay touched."""
+        restored = self._changelogs.open(partitions, committed, self.restore_group, beat)
+        opened = {p: self._runtime_after_restore(p, restored[p][DEFAULT_STORE]) for p in partitions}
         with self._lock:
             self.runtimes.update(opened)
         self._observe_state()
         return dict(opened)
 
-    def _runtime_after_restore(self, partition: int, store: PartitionStore, result: RestoreResult) -> PartitionRuntime:
-        self._metrics.restore_records.inc(result.records)
-        self._metrics.restore_seconds.observe(result.seconds)
-        runtime = self.runtime(partition, store)
+    def _runtime_after_restore(self, partition: int, restored: Restored) -> PartitionRuntime:
+        runtime, result = self.runtime(partition, restored.store), restored.result
         touched = {delivery_id for key in result.touched if (delivery_id := records.delivery_of(key)) is not None}
         for delivery_id in sorted(touched):  # replayed records are made consistent by a recompute
             if runtime.processor.compute_stats(delivery_id, publish=False) is False:
@@ -162,7 +136,7 @@ class DeliveryStage:
         for delivery_id in work.processor.delivery_ids():
             self.kpis.pop(delivery_id, None)
         self._observe_state()
-        self._stores.release(work.store)
+        self._changelogs.release({DEFAULT_STORE: work.store})
 
     # -- processing and checkpoint ------------------------------------------------------------------------------
     def process(self, messages: Sequence[Message], works: dict[int, PartitionWork], now_s: float) -> None:
@@ -190,15 +164,14 @@ class DeliveryStage:
         if not (changes or out.kpis or out.sending_logs):
             return None
         self._produce_outputs(work.partition, out)
-        return _Staged(changes, self._produce_changelog(work.partition, changes), out)
+        changelog = self._changelogs.produce(self._producer, work.partition, {DEFAULT_STORE: changes}, work.consumed)
+        return _Staged(changelog, out)
 
     def persist(self, work: PartitionWork, staged: object | None) -> None:
         assert isinstance(work, PartitionRuntime)
-        offsets = dict(work.consumed)
-        if isinstance(staged, _Staged):
-            if staged.next_changelog.value is not None:
-                offsets[CHANGELOG_OFFSET] = staged.next_changelog.value
-            work.store.write(staged.changes, offsets)
+        assert staged is None or isinstance(staged, _Staged)
+        self._changelogs.persist({DEFAULT_STORE: work.store}, staged and staged.changelog, work.consumed)
+        if staged is not None:
             for rejection in staged.output.rejections:
                 self._log.warning("confirmation_rejected", **rejection._asdict())
             for kpi in staged.output.kpis:
@@ -207,8 +180,6 @@ class DeliveryStage:
                 else:
                     self.kpis[kpi["delivery_id"]] = kpi
             self._observe_state()
-        elif offsets:
-            work.store.write({}, offsets)
 
     def _observe_state(self) -> None:
         """What the owned state costs: keys a restore would replay, deliveries held in memory."""
@@ -222,14 +193,6 @@ class DeliveryStage:
         for kpi in out.kpis:
             produce(self._topics.kpis, self._kpi_codec.encode(kpi), kpi["delivery_id"].encode(), partition)
         self._send_logs(out.sending_logs, partition)  # the validity end's and compute-stats', made at the checkpoint
-
-    def _produce_changelog(self, partition: int, changes: dict[bytes, bytes | None]) -> _NextOffset:
-        next_offset = _NextOffset()
-        produce, topic = self._producer.produce, self._topics.changelog
-        last = len(changes) - 1
-        for i, (key, value) in enumerate(changes.items()):
-            produce(topic, value, key, partition, on_delivery=next_offset if i == last else None)
-        return next_offset
 
     def _tally(self, tally: Tally, out: Output) -> None:
         m = self._metrics

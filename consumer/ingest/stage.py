@@ -10,7 +10,7 @@ delivery stage ignores. A record that cannot be mapped is dead-lettered; the sta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Message
@@ -83,7 +83,9 @@ class IngestStage:
     def stop(self) -> None:
         return None
 
-    def open(self, partitions: Sequence[int], beat: Beat) -> dict[int, PartitionWork]:
+    def open(
+        self, partitions: Sequence[int], committed: Mapping[int, Mapping[str, int]], beat: Beat
+    ) -> dict[int, PartitionWork]:
         return {partition: PartitionWork(partition) for partition in partitions}
 
     def close(self, work: PartitionWork) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from consumer.kafka.access import reader_denial
-from consumer.state.changelog import Merge, apply_changelog, changelog_position, overwrite
+from consumer.state.changelog import ChangelogRecord, Merge, apply_changelog, changelog_position, origin_of, overwrite
 from consumer.state.store import PartitionStore
 
 _CHUNK = 10_000
@@ -30,6 +30,7 @@ class ChangelogMismatch(RestoreError):
 @dataclass
 class RestoreResult:
     records: int = 0
+    skipped: int = 0  # records from checkpoints that never committed (state/changelog.py)
     seconds: float = 0.0
     touched: set[bytes] = field(default_factory=set)  # keys whose records were replayed
 
@@ -39,11 +40,13 @@ def restore(
     reader: Consumer,
     topic: str,
     group: str,
+    committed: Mapping[int, Mapping[str, int]],
     beat: Callable[[str], None] = lambda _step: None,
     timeout_s: float = 300.0,
     merge: Merge = overwrite,
 ) -> dict[int, RestoreResult]:
-    """Replay each partition's changelog from its store's position to its end, all partitions at once.
+    """Replay each partition's changelog from its store's position to its end, all partitions at once, merging
+    records with `merge` and skipping those beyond the partition's `committed` input offsets.
     `group` is the reader's (never joined); a missing permission to read is Denied, not retried.
 
     The end is where the reader reports end-of-partition (the last stable offset), not a watermark
@@ -60,11 +63,12 @@ def restore(
             beat("restore")
             if time.monotonic() > deadline:
                 raise RestoreError(f"restoring {topic} {sorted(pending)} took longer than {timeout_s} s")
-            batches: dict[int, list[tuple[bytes, bytes | None, int]]] = {}
+            batches: dict[int, list[ChangelogRecord]] = {}
             for msg in reader.consume(_CHUNK, 0.05):
                 partition, error = msg.partition(), msg.error()
                 if error is None:
-                    batches.setdefault(partition, []).append((msg.key(), msg.value(), msg.offset()))
+                    record = ChangelogRecord(msg.key(), msg.value(), msg.offset(), origin_of(msg.headers()))
+                    batches.setdefault(partition, []).append(record)
                 elif error.code() == KafkaError._PARTITION_EOF:
                     if partition in pending:
                         pending.discard(partition)
@@ -74,9 +78,11 @@ def restore(
                 else:
                     raise reader_denial(error, topic, group) or RestoreError(f"reading {topic}: {error}")
             for partition, batch in batches.items():
+                applied = apply_changelog(stores[partition], batch, merge, committed.get(partition, {}))
                 result = results[partition]
-                result.touched |= apply_changelog(stores[partition], batch, merge)
+                result.touched |= applied.touched
                 result.records += len(batch)
+                result.skipped += applied.skipped
     finally:
         reader.unassign()
     return results

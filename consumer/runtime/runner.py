@@ -261,30 +261,35 @@ class StageRunner:
         self._trouble("restore", "restoring state")
         try:
             new = sorted({tp.partition for tp in partitions} - set(self.works))
-            works = self.stage.open(new, self._beat)
-            self._load_committed(works)
+            committed = self._committed_offsets(new)
+            works = self.stage.open(new, committed, self._beat)
+            for partition, work in works.items():
+                work.committed.update(committed[partition])
             self.works.update(works)
         finally:
             self._clear("restore")
         self._assigned.set(len(self.works))
         self._log.info("assigned", partitions=sorted(self.works))
 
-    def _load_committed(self, works: dict[int, PartitionWork]) -> None:
-        """Where each new partition's inputs stand in the group: the rewind target, and the lag's base."""
-        if not works:
-            return
-        wanted = [TopicPartition(t, p) for p in works for t in self.stage.inputs]
+    def _committed_offsets(self, partitions: list[int]) -> dict[int, dict[str, int]]:
+        """Where each new partition's inputs stand in the group: what restore checks changelog records against,
+        the rewind target, and the lag's base."""
+        committed: dict[int, dict[str, int]] = {partition: {} for partition in partitions}
+        if not partitions:
+            return committed
+        wanted = [TopicPartition(t, p) for p in partitions for t in self.stage.inputs]
         while True:
             self._beat("committed_offsets")
             try:
-                committed = self._consumer.committed(wanted, timeout=KAFKA_CALL_S)
+                found = self._consumer.committed(wanted, timeout=KAFKA_CALL_S)
                 break
             except KafkaException as exc:
                 self._end_if_denied(error_of(exc))
                 self._waiting_for_kafka("committed_offsets_failed", exc)
-        for tp in committed:
+        for tp in found:
             if tp.offset >= 0:
-                works[tp.partition].committed[tp.topic] = tp.offset
+                committed[tp.partition][tp.topic] = tp.offset
+        return committed
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalances.labels(self.stage.name, "revoke").inc()

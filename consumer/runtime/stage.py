@@ -7,7 +7,7 @@ and the ingest stage (consumer/ingest/stage.py: an MTA's own records -> contract
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from confluent_kafka import Message
@@ -65,8 +65,11 @@ class Stage(Protocol):
     def attach(self, producer: OutputProducer, dead_letters: DeadLetters) -> None:
         """The outputs records go to; the producer object stays the same when it is renewed."""
 
-    def open(self, partitions: Sequence[int], beat: Beat) -> dict[int, PartitionWork]:
-        """Take on newly assigned partitions (restoring whatever state they have)."""
+    def open(
+        self, partitions: Sequence[int], committed: Mapping[int, Mapping[str, int]], beat: Beat
+    ) -> dict[int, PartitionWork]:
+        """Take on newly assigned partitions (restoring whatever state they have; `committed`: each partition's
+        input offsets as the group committed them, which a restore checks changelog records against)."""
         ...
 
     def close(self, work: PartitionWork) -> None:

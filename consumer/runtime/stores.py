@@ -1,4 +1,7 @@
-"""Opens the partition stores of a stage's state: memory or RocksDB, one directory per partition."""
+"""Opens the partition stores of a stage's named stores: memory or RocksDB, one directory per store and partition.
+
+A store's files live in `<state-dir>/<group>/<name>/partition-<p>`; the default store's in `<group>/partition-<p>`,
+where the delivery stage kept its one store before stores had names."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from consumer.state.memory import MemoryStore
 from consumer.state.rocksdb import RocksDBStore
 from consumer.state.store import PartitionStore, StoreError
 
+DEFAULT_STORE = "default"
+
 
 class StoreFactory:
     """Opens partition stores. Memory stores outlive a revoke, so a partition that comes back replays only
@@ -24,7 +29,7 @@ class StoreFactory:
             raise ValueError(f"unknown store {kind!r}: memory or rocksdb")
         self.kind = kind
         self._root = state_dir / group_id
-        self._memory: dict[int, MemoryStore] = {}
+        self._memory: dict[tuple[str, int], MemoryStore] = {}
         self._lock: IO[str] | None = None
 
     def prepare(self) -> None:
@@ -52,13 +57,17 @@ class StoreFactory:
                 " --state-dir)"
             ) from None
 
-    def open(self, partition: int) -> PartitionStore:
+    def open(self, partition: int, name: str = DEFAULT_STORE) -> PartitionStore:
         if self.kind == "memory":
-            return self._memory.setdefault(partition, MemoryStore())
+            return self._memory.setdefault((name, partition), MemoryStore())
         try:
-            return RocksDBStore(self._root / f"partition-{partition}")
+            return RocksDBStore(self._path(partition, name))
         except StoreError as exc:
             raise StateFailed(str(exc)) from None
+
+    def _path(self, partition: int, name: str) -> Path:
+        folder = self._root if name == DEFAULT_STORE else self._root / name
+        return folder / f"partition-{partition}"
 
     def release(self, store: PartitionStore) -> None:
         if self.kind == "rocksdb":
@@ -67,11 +76,11 @@ class StoreFactory:
             except StoreError as exc:
                 raise StateFailed(str(exc)) from None
 
-    def discard(self, partition: int, store: PartitionStore) -> PartitionStore:
+    def discard(self, partition: int, store: PartitionStore, name: str = DEFAULT_STORE) -> PartitionStore:
         """Drop a partition's local state (it is stale beyond repair) and return an empty store."""
         if self.kind == "memory":
-            self._memory.pop(partition, None)
+            self._memory.pop((name, partition), None)
         else:
             store.close()
-            shutil.rmtree(self._root / f"partition-{partition}", ignore_errors=True)
-        return self.open(partition)
+            shutil.rmtree(self._path(partition, name), ignore_errors=True)
+        return self.open(partition, name)

@@ -11,7 +11,7 @@ from consumer.core.processor import ARCHIVED, PartitionProcessor, kpi_record
 from consumer.delivery import records
 from consumer.delivery.merge import merge
 from consumer.delivery.view import StateView
-from consumer.state.changelog import apply_changelog
+from consumer.state.changelog import ChangelogRecord, apply_changelog
 from consumer.state.memory import MemoryStore
 from consumer.state.store import OFFSETS_PREFIX
 from tests.core.builders import delivery_event, mta, prepared
@@ -26,7 +26,7 @@ class Partition:
 
     def __init__(self, retention: int | None = RETENTION, store: MemoryStore | None = None) -> None:
         self.store = store or MemoryStore()
-        self.changelog: list[tuple[bytes, bytes | None, int]] = []
+        self.changelog: list[ChangelogRecord] = []
         self.retention = retention
         self.reopen()
 
@@ -40,7 +40,7 @@ class Partition:
             self.processor.advance_clock(now_ms)
         kpis = self.processor.take_output().kpis
         changes = self.view.stage()
-        self.changelog += [(key, value, len(self.changelog) + i) for i, (key, value) in enumerate(changes.items())]
+        self.changelog += [ChangelogRecord(k, v, len(self.changelog) + i) for i, (k, v) in enumerate(changes.items())]
         self.store.write(changes, {})
         return kpis
 
@@ -223,7 +223,7 @@ def test_archived_deliveries_cost_a_small_constant_and_nothing_per_step(monkeypa
     partition.processor.advance_clock(END + 2 * RETENTION)
     assert walked == ["live"]
 
-    compacted = {key: value for key, value, _ in partition.changelog}  # what compaction keeps: the last per key
+    compacted = {record.key: record.value for record in partition.changelog}  # what compaction keeps: the last per key
     live_records = {key: value for key, value in compacted.items() if value is not None}
     sizes = [len(key) + len(value) for key, value in live_records.items() if key.startswith(records.ARCHIVED)]
     assert len(sizes) == len(archived) and max(sizes) < 700  # about 620 bytes for these ids

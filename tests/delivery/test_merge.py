@@ -1,4 +1,5 @@
-"""Restore merges changelog records; a record seen twice or from an uncommitted transaction changes nothing."""
+"""The delivery stage's merge: a record seen twice, or an unstamped one from an uncommitted transaction, changes
+nothing once the counters are recomputed."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from consumer.core.status import Bounce, MessageState
 from consumer.delivery import records
 from consumer.delivery.merge import join_messages, merge
 from consumer.delivery.view import StateView
-from consumer.state.changelog import CHANGELOG_OFFSET, apply_changelog, changelog_position
+from consumer.state.changelog import CHANGELOG_OFFSET, ChangelogRecord, apply_changelog
 from consumer.state.memory import MemoryStore
 from tests.core.builders import delivery_event, mta, prepared
 
 
-def checkpointed_changelog(events_batches: list[list[dict]]) -> list[tuple[bytes, bytes | None, int]]:
+def checkpointed_changelog(events_batches: list[list[dict]]) -> list[ChangelogRecord]:
     """What a service would have written to the changelog, one checkpoint per batch."""
     store, log = MemoryStore(), []
     processor = PartitionProcessor(StateView(store))
@@ -20,7 +21,7 @@ def checkpointed_changelog(events_batches: list[list[dict]]) -> list[tuple[bytes
         processor.apply(events)
         processor.take_output()
         changes = processor._state.stage()
-        log += [(key, value, len(log) + i) for i, (key, value) in enumerate(changes.items())]
+        log += [ChangelogRecord(key, value, len(log) + i) for i, (key, value) in enumerate(changes.items())]
         store.write(changes, {})
     return log
 
@@ -47,7 +48,7 @@ def test_replaying_twice_or_with_a_zombie_transaction_restores_the_same_state():
     clean, messy = MemoryStore(), MemoryStore()
     apply_changelog(clean, log, merge)
     apply_changelog(messy, log[:3], merge)
-    touched = apply_changelog(messy, log + zombie, merge)  # the first records a second time, then the zombie
+    touched = apply_changelog(messy, log + zombie, merge).touched  # the first records again, then the zombie's
     assert {records.delivery_of(key) for key in touched} == {"d", None}  # None: the partition's watermark
     assert messy.offsets()[CHANGELOG_OFFSET] == len(log) + len(zombie)  # the next record to read
 
@@ -68,7 +69,7 @@ def test_a_rejected_confirmation_and_an_open_sharing_an_event_id_are_both_restor
     opened = mta("d", "m", "OPEN", event_id="x")
     log = checkpointed_changelog([[prepared("d", efs=False), mta("d", "m", "RELAYED"), opened], [refused]])
     store = MemoryStore()
-    touched = apply_changelog(store, log, merge)
+    touched = apply_changelog(store, log, merge).touched
     assert {records.delivery_of(key) for key in touched} - {None} == {"d"}
     processor = PartitionProcessor(StateView(store))
     assert processor.compute_stats("d", publish=False) is True  # the recount from the records finds both
@@ -76,9 +77,3 @@ def test_a_rejected_confirmation_and_an_open_sharing_an_event_id_are_both_restor
     assert (counters.opens_total, counters.confirmations_rejected) == (1, 1)
     processor.apply([opened, refused])  # redelivered after the restore: counted already
     assert processor.delivery("d").counters == counters
-
-
-def test_a_store_written_before_the_position_was_renamed_restores_from_where_it_was():
-    assert changelog_position({"changelog": 12, "mta.events": 40}, -2) == 12
-    assert changelog_position({"@changelog": 15, "changelog": 12}, -2) == 15  # a topic may be named "changelog"
-    assert changelog_position({"mta.events": 40}, -2) == -2

@@ -48,7 +48,7 @@ class IngestDriver:
         self.runner = self.service.runners[0]
         self.producer, self.consumer = FakeProducer(transactional=self.settings.transactional), FakeConsumer()
         self.runner.attach(self.producer, self.consumer)  # type: ignore[arg-type]
-        self.runner.works.update(self.stages[0].open(range(partitions), lambda _step: None))
+        self.runner.works.update(self.stages[0].open(range(partitions), {}, lambda _step: None))
         self._next = Counter[int]()
 
     def record(self, value: bytes | None, partition: int = 0) -> FakeMessage:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from consumer.cli.run import build_service
 from consumer.codec.avro import AvroCodec
@@ -103,6 +103,43 @@ class FakeProducer:
 
     def on(self, topic: str) -> list[Produced]:
         return [record for record in self.committed if record.topic == topic]
+
+
+class EndOfPartition(FakeMessage):
+    """What a reader with enable.partition.eof gives when it reaches a partition's end."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        super().__init__(topic, partition, -1, None, None)
+
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(KafkaError._PARTITION_EOF)
+
+
+class FakeReader:
+    """A changelog reader over the records in hand: each assigned partition from its start, then its end."""
+
+    def __init__(self, records: list[Produced]) -> None:
+        self._log: dict[tuple[str, int], list[FakeMessage]] = defaultdict(list)
+        for record in records:
+            topic, partition = record.topic, record.partition
+            entries = self._log[topic, partition]
+            entries.append(FakeMessage(topic, partition, len(entries), record.key, record.value, record.headers))
+        self._queue: list[FakeMessage] = []
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._queue += [m for m in self._log[tp.topic, tp.partition] if m.offset() >= max(tp.offset, 0)]
+            self._queue.append(EndOfPartition(tp.topic, tp.partition))
+
+    def consume(self, count: int, _timeout: float) -> list[FakeMessage]:
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        return batch
+
+    def unassign(self) -> None:
+        self._queue = []
+
+    def close(self) -> None:
+        return None
 
 
 @dataclass

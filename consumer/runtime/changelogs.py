@@ -1,0 +1,161 @@
+"""The runtime's side of a stateful stage: its named stores, each with a changelog, restored on assignment and
+written at the checkpoint.
+
+A stage declares its stores (StoreSpec: a name, its changelog topic, and where a replayed record must not just
+overwrite, a merge) and keeps its own record codec over the bytes. The runtime does the rest, the same for every
+stage: open each store per partition, restore it from its changelog (records of checkpoints that never committed
+are skipped: state/changelog.py), produce the staged changes to the changelog at the checkpoint, stamped with the
+input offsets they came from, and after the commit write them to the store with those offsets and the changelog
+position, in one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message
+
+from consumer.kafka.producer import OutputProducer
+from consumer.ops.metrics import Metrics
+from consumer.runtime.errors import StateFailed
+from consumer.runtime.recovery import ChangelogMismatch, RestoreResult, restore
+from consumer.runtime.stage import Beat
+from consumer.runtime.stores import DEFAULT_STORE, StoreFactory
+from consumer.state.changelog import CHANGELOG_OFFSET, Merge, overwrite, stamp
+from consumer.state.store import Changes, PartitionStore, StoreError
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """One named store of a stage: its changelog topic (compacted, co-partitioned with the inputs) and its merge."""
+
+    changelog: str
+    name: str = DEFAULT_STORE
+    merge: Merge = overwrite
+
+
+@dataclass
+class Restored:
+    """A partition's store after its restore, and what the replay touched (for the stage's own repair)."""
+
+    store: PartitionStore
+    result: RestoreResult
+
+
+class _NextOffset:
+    """Learns, from the last changelog record's delivery report, where the changelog continues."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def __call__(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:  # the producer records failures itself
+            self.value = message.offset() + 1
+
+
+@dataclass
+class StagedChanges:
+    """A partition's checkpoint of its stores: the changes produced, and where each changelog continues."""
+
+    changes: dict[str, Changes] = field(default_factory=dict)
+    next_offsets: dict[str, _NextOffset] = field(default_factory=dict)
+
+
+class ChangelogStores:
+    """The named stores of one stage, per partition."""
+
+    def __init__(self, specs: Sequence[StoreSpec], factory: StoreFactory, metrics: Metrics, log: Any) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self._factory = factory
+        self._metrics = metrics
+        self._log = log
+        self._reader: Consumer | None = None
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(spec.changelog for spec in self.specs.values())
+
+    def prepare(self) -> None:
+        self._factory.prepare()
+
+    def use_reader(self, reader: Consumer) -> None:
+        """The consumer that reads the changelogs on restore (never joins its group)."""
+        self._reader = reader
+
+    def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    # -- assignment -----------------------------------------------------------------------------------------------
+    def open(
+        self, partitions: Sequence[int], committed: Mapping[int, Mapping[str, int]], group: str, beat: Beat
+    ) -> dict[int, dict[str, Restored]]:
+        """Open every store of these partitions and bring it up to its changelog's end (what the group committed)."""
+        opened: dict[int, dict[str, Restored]] = {partition: {} for partition in partitions}
+        if not partitions:
+            return opened
+        for spec in self.specs.values():
+            for partition, restored in self._restore(spec, partitions, committed, group, beat).items():
+                opened[partition][spec.name] = restored
+        return opened
+
+    def _restore(
+        self,
+        spec: StoreSpec,
+        partitions: Sequence[int],
+        committed: Mapping[int, Mapping[str, int]],
+        group: str,
+        beat: Beat,
+    ) -> dict[int, Restored]:
+        assert self._reader is not None, "use_reader() comes first"
+        stores = {partition: self._factory.open(partition, spec.name) for partition in partitions}
+        while True:
+            try:
+                results = restore(stores, self._reader, spec.changelog, group, committed, beat, merge=spec.merge)
+                break
+            except ChangelogMismatch as exc:
+                self._log.warning("state_discarded", store=spec.name, partition=exc.partition, reason=str(exc))
+                stores[exc.partition] = self._factory.discard(exc.partition, stores[exc.partition], spec.name)
+            except StoreError as exc:
+                raise StateFailed(str(exc)) from None
+        for partition, result in results.items():
+            self._metrics.restore_records.inc(result.records)
+            self._metrics.restore_seconds.observe(result.seconds)
+            if result.skipped:
+                self._log.info("restore_skipped", store=spec.name, partition=partition, uncommitted=result.skipped)
+        return {partition: Restored(stores[partition], results[partition]) for partition in partitions}
+
+    def release(self, stores: Mapping[str, PartitionStore]) -> None:
+        for store in stores.values():
+            self._factory.release(store)
+
+    # -- checkpoint -------------------------------------------------------------------------------------------------
+    def produce(
+        self, producer: OutputProducer, partition: int, changes: Mapping[str, Changes], consumed: Mapping[str, int]
+    ) -> StagedChanges:
+        """Produce each store's changes to its changelog, stamped with the input offsets this checkpoint commits."""
+        staged = StagedChanges()
+        headers = stamp(consumed)
+        for name, store_changes in changes.items():
+            next_offset = staged.next_offsets[name] = _NextOffset()
+            staged.changes[name] = store_changes
+            topic, last = self.specs[name].changelog, len(store_changes) - 1
+            for i, (key, value) in enumerate(store_changes.items()):
+                callback = next_offset if i == last else None
+                producer.produce(topic, value, key, partition, headers=headers, on_delivery=callback)
+        return staged
+
+    def persist(
+        self, stores: Mapping[str, PartitionStore], staged: StagedChanges | None, consumed: Mapping[str, int]
+    ) -> None:
+        """After the commit: each store gets its committed changes, the input offsets and its changelog position."""
+        for name, store in stores.items():
+            offsets = dict(consumed)
+            changes = staged.changes.get(name, {}) if staged else {}
+            next_offset = staged.next_offsets.get(name) if staged else None
+            if next_offset is not None and next_offset.value is not None:
+                offsets[CHANGELOG_OFFSET] = next_offset.value
+            if changes or offsets:
+                store.write(changes, offsets)
