@@ -22,7 +22,6 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from consumer.cli.options import duration_s
 from consumer.cli.run import build_service
 from consumer.cli.workload import Workload, WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
@@ -30,7 +29,7 @@ from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
 from consumer.kafka.brokers import dev_broker
 from consumer.kafka.producer import produce_waiting
 from consumer.kafka.topics import Topics
-from consumer.runtime.settings import Settings
+from consumer.runtime.settings import Settings, duration_s
 from consumer.state.rocksdb import RocksDBStore
 
 SAMPLE_S = 10.0

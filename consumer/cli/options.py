@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,21 +43,6 @@ def add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
             kwargs.pop("required", None)
     kwargs["help"] = f"{kwargs.get('help', '')} [env {env_name(flag)}]".strip()
     parser.add_argument(flag, **kwargs)
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-NEVER = "never"
-
-
-def duration_s(text: str) -> float | None:
-    """`30d`, `12h`, `90m`, `45s`, plain seconds, or `never` (None) as seconds."""
-    if text.strip().lower() == NEVER:
-        return None
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30d, 12h, 90m, 45s, never)")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def add_bootstrap(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -1,15 +1,89 @@
-"""Everything an instance is configured with; the CLI fills it from flags and SENDTRACK_* variables."""
+"""Everything an instance is configured with. Each setting that has a flag declares it here, once: the flag, its
+environment variable (SENDTRACK_<FLAG>), default, help and the text that gives the value back; the CLI builds its
+parser, the settings and the command line that spawns an instance (argv) from these declarations."""
 
 from __future__ import annotations
 
+import argparse
+import re
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from consumer.kafka.topics import Topics
 
 EXACTLY_ONCE = "exactly-once"
 AT_LEAST_ONCE = "at-least-once"
+NEVER = "never"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def duration_s(text: str) -> float | None:
+    """`30d`, `12h`, `90m`, `45s`, plain seconds, or `never` (None) as seconds."""
+    if text.strip().lower() == NEVER:
+        return None
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30d, 12h, 90m, 45s, never)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _duration_text(seconds: float | None) -> str:
+    return NEVER if seconds is None else f"{seconds}s"
+
+
+def _port(text: str) -> int | None:
+    port = int(text)
+    return None if port < 0 else port
+
+
+def _port_text(port: int | None) -> str:
+    return str(-1 if port is None else port)
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item for item in text.split(",") if item)
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    return tuple(Path(item) for item in _comma_list(text))
+
+
+def _comma_text(items: tuple[Any, ...]) -> str:
+    return ",".join(str(item) for item in items)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A setting's flag: --name, read from SENDTRACK_<NAME> when not given; `parse` makes the value of its text
+    (argparse's type) and `text` gives the text back for a spawned command line. A `switch` is on when given."""
+
+    name: str
+    help: str = ""
+    parse: Callable[[str], Any] = str
+    text: Callable[[Any], str] = str
+    choices: tuple[str, ...] | None = None
+    switch: bool = False
+
+
+def flag(default: Any = None, *, factory: Callable[[], Any] | None = None, **declared: Any) -> Any:
+    """A Settings field with its flag (Flag's fields as keywords)."""
+    metadata = {"flag": Flag(**declared)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def flagged() -> list[tuple[Field[Any], Flag]]:
+    """Every Settings field that has a flag, with it, in declaration order."""
+    return [(f, f.metadata["flag"]) for f in fields(Settings) if "flag" in f.metadata]
+
+
+def default_of(setting: Field[Any]) -> Any:
+    return setting.default_factory() if callable(setting.default_factory) else setting.default
 
 
 @dataclass(frozen=True)
@@ -22,39 +96,74 @@ class IngestSource:
 
 @dataclass(frozen=True)
 class Settings:
-    bootstrap_servers: str
-    group_id: str = "sendtrack"
+    bootstrap_servers: str  # --bootstrap-servers: shared with every tool (cli/options.add_bootstrap)
+    group_id: str = flag("sendtrack", name="--group-id", help="consumer group (instances of one service share it)")
     # Stable across restarts: the transactional.id derives from it, so a restart fences its crashed self.
-    instance_id: str = field(default_factory=socket.gethostname)
-    state_dir: Path = Path("state")
-    store: str = "rocksdb"  # or "memory"
-    http_port: int | None = 8080  # 0: any free port; None: no HTTP server
-    http_host: str = "0.0.0.0"  # the address the HTTP server binds to
-    web_config: Path | None = None  # users, roles, TLS of the Deployment view (Prometheus' web config format)
-    advertised_url: str | None = None  # how peers and browsers reach this instance's HTTP server
-    web_peers: tuple[str, ...] = ()  # other instances' URLs, asked who owns what when the group cannot say
-    processing_guarantee: str = EXACTLY_ONCE
-    efs_default: bool = False
-    commit_interval_s: float = 1.0
-    grace_period_s: float = 30.0
-    watchdog_timeout_s: float = 60.0  # no progress of the main loop for this long: exit STUCK
-    max_clock_skew_s: float = 900.0  # events dated further ahead of the wall clock are dead letters
+    instance_id: str = flag(
+        factory=socket.gethostname, name="--instance-id", help="stable id of this instance (default: host name)"
+    )
+    state_dir: Path = flag(Path("state"), name="--state-dir", parse=Path, help="where RocksDB state lives")
+    store: str = flag("rocksdb", name="--store", choices=("rocksdb", "memory"), help="state store")
+    # 0: any free port; None (-1 on the command line): no HTTP server
+    http_port: int | None = flag(
+        8080, name="--http-port", parse=_port, text=_port_text, help="metrics/health/KPI HTTP port; -1 disables it"
+    )
+    http_host: str = flag("0.0.0.0", name="--http-host", help="address the HTTP server binds to")
+    web_config: Path | None = flag(
+        name="--web-config", parse=Path, help="users, roles and TLS of the web view (YAML)"
+    )  # Prometheus' web config format
+    advertised_url: str | None = flag(
+        name="--advertised-url", help="this instance's HTTP URL (default http://<fqdn>:<port>)"
+    )  # how peers and browsers reach this instance's HTTP server
+    web_peers: tuple[str, ...] = flag(
+        (),
+        name="--web-peers",
+        parse=_comma_list,
+        text=_comma_text,
+        help="comma-separated URLs of the other instances' HTTP servers",
+    )  # asked who owns what when the group cannot say
+    processing_guarantee: str = flag(EXACTLY_ONCE, name="--processing-guarantee", choices=(EXACTLY_ONCE, AT_LEAST_ONCE))
+    efs_default: bool = flag(
+        False, name="--efs-default", switch=True, help="EFS for deliveries whose PREPARED does not say"
+    )
+    commit_interval_s: float = flag(1.0, name="--commit-interval", parse=float, help="seconds between checkpoints")
+    grace_period_s: float = flag(30.0, name="--grace-period", parse=float, help="seconds allowed for a clean stop")
+    watchdog_timeout_s: float = flag(  # no progress of the main loop for this long: exit STUCK
+        60.0, name="--watchdog-timeout", parse=float, help="seconds without progress before exit 4"
+    )
+    max_clock_skew_s: float = flag(  # events dated further ahead of the wall clock are dead letters
+        900.0, name="--max-clock-skew", parse=float, help="seconds an event may be dated in the future"
+    )
     # How long a final delivery keeps its message-level state before it is archived; None: never archived.
-    state_retention_s: float | None = 30 * 86_400.0
-    session_timeout_ms: int = 45_000
+    state_retention_s: float | None = flag(
+        30 * 86_400.0,
+        name="--state-retention",
+        parse=duration_s,
+        text=_duration_text,
+        help="how long a final delivery keeps its message-level state before it is archived (30d, 12h, never)",
+    )
+    session_timeout_ms: int = flag(45_000, name="--session-timeout-ms", parse=int)
     batch_size: int = 5_000
-    create_topics: bool = False
-    partitions: int = 8
-    topics: Topics = field(default_factory=Topics)
-    security: dict[str, str] = field(default_factory=dict)
+    create_topics: bool = flag(False, name="--create-topics", switch=True, help="create missing topics")
+    partitions: int = flag(8, name="--partitions", parse=int, help="partitions of topics created by --create-topics")
+    topics: Topics = field(default_factory=Topics)  # --topic-<name> for each, named after Topics' fields
+    security: dict[str, str] = field(default_factory=dict)  # --kafka KEY=VALUE and SENDTRACK_KAFKA_<KEY>
     delivery_stage: bool = True  # events -> statuses and KPIs; `sendtrack ingest` runs only ingest stages
-    ingest: tuple[IngestSource, ...] = ()  # one stage (and consumer group) per source format
-    delivery_id_key: str = "delivery_id"  # where the platform's ids are in an MTA's records (meta, tags, args)
-    message_id_key: str = "message_id"
-    bounce_rules: tuple[Path, ...] = ()  # the user's classifier rule files, matched before the packaged rules
+    ingest: tuple[IngestSource, ...] = ()  # one stage (and consumer group) per source format: --ingest, or `ingest`
+    # Where the platform's ids are in an MTA's records (meta, tags, args).
+    delivery_id_key: str = flag("delivery_id", name="--delivery-id-key", help="ingest: the key holding the delivery id")
+    message_id_key: str = flag("message_id", name="--message-id-key", help="ingest: the key holding the message id")
+    # The user's classifier rule files, matched before the packaged rules.
+    bounce_rules: tuple[Path, ...] = flag(
+        (),
+        name="--bounce-rules",
+        parse=_paths,
+        text=_comma_text,
+        help="ingest: comma-separated rule files, matched before the packaged",
+    )
     # How ingest (mta.events) and the view (deliveries, control) pick a delivery_id's partition: it must match the
     # producers of `deliveries` (librdkafka's default is consistent_random, CRC32; Java clients hash with murmur2:
-    # murmur2_random).
+    # murmur2_random). --partitioner is shared with the tools that produce (cli/options.add_partitioner).
     partitioner: str = "consistent_random"
 
     @property

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from consumer.cli.main import parser
-from consumer.cli.run import argv, build_service, settings_from
+from consumer.cli.options import env_name
+from consumer.cli.run import add_service_flags, argv, build_service, settings_from
 from consumer.kafka.topics import Topics
-from consumer.runtime.settings import AT_LEAST_ONCE, IngestSource, Settings
+from consumer.runtime.settings import AT_LEAST_ONCE, IngestSource, Settings, flagged
 
 
 def test_a_spawned_command_line_gives_back_the_same_settings():
@@ -70,3 +72,20 @@ def test_an_ingest_source_must_say_its_format_and_topic():
     for bad in ("ses", "ses:", ":topic"):
         with pytest.raises(ValueError, match="FORMAT:TOPIC"):
             settings_from(parser().parse_args(["run", "--bootstrap-servers", "k", "--ingest", bad]))
+
+
+def test_each_declared_setting_gives_its_flag_its_environment_variable_and_its_default(monkeypatch):
+    assert settings_from(parser().parse_args(["run", "--bootstrap-servers", "k"])) == Settings(bootstrap_servers="k")
+    run_flags = argparse.ArgumentParser()
+    add_service_flags(run_flags)
+    usage = " ".join(run_flags.format_help().split())  # unwrapped
+    for _setting, declared in flagged():
+        assert f"{declared.name} " in usage and f"[env {env_name(declared.name)}]" in usage
+    for name, text, field, value in [
+        ("SENDTRACK_HTTP_PORT", "-1", "http_port", None),
+        ("SENDTRACK_STATE_RETENTION", "never", "state_retention_s", None),
+        ("SENDTRACK_EFS_DEFAULT", "true", "efs_default", True),
+        ("SENDTRACK_WEB_PEERS", "http://a,http://b", "web_peers", ("http://a", "http://b")),
+    ]:
+        monkeypatch.setenv(name, text)
+        assert getattr(settings_from(parser().parse_args(["run", "--bootstrap-servers", "k"])), field) == value
