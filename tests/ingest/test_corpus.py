@@ -70,5 +70,5 @@ def test_sisimai_gives_one_mapped_verdict_per_reply():
 
 def test_the_benchmark_prints_every_part(capsys):
     result = corpus.main([])
-    assert set(result) == {"all", "dev", "held-out"}
+    assert set(result) == {"all", "dev", "held-out", "fresh"}
     assert "held-out" in capsys.readouterr().out
