@@ -39,8 +39,8 @@ class DeliveryState:
     scheduled: bool = False
     cancelled: bool = False
     final: bool = False  # the validity period is over
-    # When the service's clock saw it become final: the validity end for a send processed live, the processing
-    # time for a backlog read later. Retention counts from here, so a replay is not archived before it is read.
+    # The wall-clock time the service saw it become final: about its validity end for a send processed live, the
+    # time it was read for a backlog or a replay. Retention counts from here, so a replay archives nothing early.
     final_at: int | None = None
     archived: bool = False  # final for longer than the retention: message-level state dropped, counters kept
     counters: KpiCounters = field(default_factory=KpiCounters)

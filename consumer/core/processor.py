@@ -73,6 +73,7 @@ class PartitionProcessor:
         self._watermark = self._time
         self._stored_watermark = self._watermark
         self._time_cap: int | None = None
+        self._wall: int | None = None  # the latest wall clock seen: when retention starts counting
         self._dirty: set[str] = set()
         self._out = Output()
 
@@ -81,6 +82,8 @@ class PartitionProcessor:
         """Apply a batch. now_ms, the wall clock, caps how far event times move time: an event
         dated in the future is applied, but it cannot end validity periods early."""
         self._time_cap = now_ms
+        if now_ms is not None:
+            self._see_wall(now_ms)
         for index, event in enumerate(events):
             try:
                 if "message_id" in event:
@@ -89,9 +92,17 @@ class PartitionProcessor:
                     self._apply_delivery(event)
             except Exception as exc:
                 raise ApplyFailed(index, event) from exc
-        self.advance_clock(self._watermark)
+        self._advance(self._watermark)
 
     def advance_clock(self, now_ms: int) -> None:
+        """The wall clock: move time forward, ending validity periods and archiving what it passes."""
+        self._see_wall(now_ms)
+        self._advance(now_ms)
+
+    def _see_wall(self, now_ms: int) -> None:
+        self._wall = now_ms if self._wall is None else max(self._wall, now_ms)
+
+    def _advance(self, now_ms: int) -> None:
         """Move time forward (the wall clock, or the watermark) and end validity periods it passes."""
         if now_ms <= self._time:
             return
@@ -277,7 +288,11 @@ class PartitionProcessor:
         if final == delivery.final:
             return
         delivery.final = final
-        delivery.final_at = self._time if final else None
+        # By the wall clock, not the watermark: a backlog read months later (a replay) is kept for the retention
+        # from when it was read, so its later events still count, as they did live. Without a wall clock (the
+        # core alone), the time it became final.
+        seen = self._wall if self._wall is not None else self._time
+        delivery.final_at = max(seen, self._time) if final else None
         self._touch(delivery)
         if delivery.counters.awaiting_validity_end:
             self._reevaluate(delivery, delivery.efs, not final, None)

@@ -134,7 +134,7 @@ def test_offsets_never_pass_an_event_that_was_not_applied(monkeypatch):
     """The first defect: a failure after the offsets moved let the shutdown checkpoint commit them."""
     driver = LoopDriver()
     driver.poll([prepare(driver, "d")])
-    monkeypatch.setattr(PartitionProcessor, "advance_clock", lambda *_: (_ for _ in ()).throw(RuntimeError("bug")))
+    monkeypatch.setattr(PartitionProcessor, "_advance", lambda *_: (_ for _ in ()).throw(RuntimeError("bug")))
     with pytest.raises(RuntimeError):  # not tied to one event: the run ends (exit 1, restart, restore)
         driver.poll([relayed(driver, "d", "m")])
     driver.runner.failed = True  # as run() marks it

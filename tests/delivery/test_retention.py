@@ -23,9 +23,16 @@ def ended_send(driver: LoopDriver, delivery: str) -> None:
     driver.poll([start, relayed(driver, delivery, "m1", at=NOW_MS - 1_800_000)])
 
 
+def wall_clock_at(driver: LoopDriver, now_s: float) -> None:
+    driver.runner._clock = lambda: now_s  # the fixed clock of the fakes, moved on
+
+
 def test_a_delivery_past_its_retention_is_archived_and_late_input_is_a_dead_letter() -> None:
     driver = LoopDriver(state_retention_s=60.0)
     ended_send(driver, "old")
+    driver.checkpoint()
+    assert driver.kpis()["old"]["final"] and not driver.kpis()["old"]["archived"]  # final from now on
+    wall_clock_at(driver, NOW_S + 60)
     driver.checkpoint()
     kpi = driver.kpis()["old"]
     assert kpi["archived"] and kpi["final"] and kpi["processed"] == 1
@@ -44,16 +51,25 @@ def test_a_delivery_past_its_retention_is_archived_and_late_input_is_a_dead_lett
 
 
 def test_a_backlog_read_long_after_its_validity_end_is_kept_for_the_retention_from_then() -> None:
-    """Replaying last year's send: it becomes final when it is read, so none of its events is refused."""
+    """Replaying last year's send: its own later events end its validity period, but the retention counts from
+    when it was read, so none of its events is refused while the backlog is read."""
     driver = LoopDriver(state_retention_s=60.0)
-    event = prepared("replayed", efs=False, validity_end=NOW_MS - 10**10, at=NOW_MS - 10**10 - 5_000)
+    year_ago = NOW_MS - 365 * 86_400_000
+    event = prepared("replayed", efs=False, validity_end=year_ago, at=year_ago - 5_000)
     driver.poll([driver.message(driver.topics.deliveries, 0, b"replayed", DELIVERIES.encode(event))])
+    driver.poll(
+        [relayed(driver, "replayed", "m1", at=year_ago - 1_000), relayed(driver, "replayed", "m2", at=year_ago + 1)]
+    )
     driver.checkpoint()
-    driver.poll([relayed(driver, "replayed", "m1", at=NOW_MS - 10**10 - 1_000)])
+    wall_clock_at(driver, NOW_S + 30)
+    driver.poll([relayed(driver, "replayed", "m1", kind="OPEN", at=year_ago + 86_400_000)])
     driver.checkpoint()
     kpi = driver.kpis()["replayed"]
-    assert kpi["final"] and not kpi["archived"] and kpi["processed"] == 1
+    assert kpi["final"] and not kpi["archived"] and kpi["processed"] == 2
     assert driver.dead_letters() == []
+    wall_clock_at(driver, NOW_S + 60)
+    driver.checkpoint()
+    assert driver.kpis()["replayed"]["archived"]
 
 
 def test_without_a_retention_nothing_is_archived() -> None:
