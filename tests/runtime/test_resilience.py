@@ -84,3 +84,38 @@ def test_sigterm_mid_stream_exits_cleanly_and_loses_nothing(kafka, tmp_path):
     assert time.monotonic() - started < 20  # the configured grace period
     assert '"event": "stopped"' in (tmp_path / "polite.log").read_text()
     run_to_the_end(pipeline, workload, "polite", timeout_s=120, store="memory")
+
+
+def test_archiving_is_exact_through_kill_minus_nine(kafka, tmp_path):
+    """Sends end, are archived after a short retention, and instances die by kill -9 before and after: every KPI
+    ends exact, the ended sends archived with their final figures, no event refused, and the changelog's latest
+    word on every message of an archived send a tombstone (what compaction keeps: nothing)."""
+    retention_s = 15.0
+    workload = generate(WorkloadSpec.ending_now(deliveries=8, messages=1_000, ended=4, seed=17))
+    ended = {d for d, kpi in workload.expected.items() if kpi["final"]}
+    final = Workload(workload.delivery_events, workload.mta_events)
+    final.expected = {d: {**kpi, "archived": d in ended} for d, kpi in workload.expected.items()}
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
+    pipeline.produce_workload(workload)
+    rnd = random.Random(7)
+    options = {"store": "rocksdb", "state_retention_s": retention_s}
+    for _ in range(2):  # before the archive: while the backlog is read
+        service = pipeline.start("archiving", **options)
+        time.sleep(rnd.uniform(4.0, 7.0))
+        service.send_signal(signal.SIGKILL)
+        service.wait()
+    service = pipeline.start("archiving", **options)
+    try:
+        pipeline.wait_for_kpis(final.expected, timeout_s=120, processes=[service])
+        time.sleep(rnd.uniform(0.0, 2.0))
+    finally:
+        service.send_signal(signal.SIGKILL)  # after the archive
+        service.wait()
+    run_to_the_end(pipeline, final, "archiving", timeout_s=120, **options)
+    assert pipeline.read_all(pipeline.topics.dlq) == []
+    latest: dict[bytes, bytes | None] = {}
+    for *_, key, value, _ in pipeline.read_all(pipeline.topics.changelog):
+        latest[key] = value
+    left = [key for key, value in latest.items() if value is not None and key[2:].split(b"\x00")[0].decode() in ended]
+    assert all(key.startswith(b"a\x00") for key in left), left[:5]  # each archived send: its one archived record
+    assert len(left) == len(ended)
