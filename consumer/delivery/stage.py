@@ -235,18 +235,26 @@ class DeliveryStage:
         if owner is None:
             return None
         runtime, delivery = owner
-        key = records.message_key(delivery_id, message_id)
-        rows = runtime.store.read_range(key, key, 1)
-        return (delivery, records.decode_message(rows[0][1])) if rows and rows[0][0] == key else None
+        value = _committed(runtime.store, records.message_key(delivery_id, message_id))
+        return None if value is None else (delivery, records.decode_message(value))
 
     def _owner_of(self, delivery_id: str) -> tuple[PartitionRuntime, DeliveryState] | None:
+        """The partition holding the delivery's committed record, and that record: the processor's view of it holds
+        the work in hand, which a rewind may still undo."""
         with self._lock:
             runtimes = list(self.runtimes.values())
+        key = records.delivery_key(delivery_id)
         for runtime in runtimes:
-            delivery = runtime.processor.delivery(delivery_id)
-            if delivery is not None:
-                return runtime, delivery
+            value = _committed(runtime.store, key)
+            if value is not None:
+                return runtime, records.decode_delivery(value)
         return None
+
+
+def _committed(store: PartitionStore, key: bytes) -> bytes | None:
+    """A key's committed value: the store is written after each commit, and read_range is safe from HTTP threads."""
+    rows = store.read_range(key, key, 1)
+    return rows[0][1] if rows and rows[0][0] == key else None
 
 
 def find_delivery_stage(stages: Iterable[object]) -> DeliveryStage | None:
