@@ -36,7 +36,7 @@ class InstanceOwnerState:
         return self._deliveries.owned_partitions()
 
     def delivery_kpi(self, delivery_id: str) -> dict[str, Any] | None:
-        return self._deliveries.kpis.get(delivery_id)
+        return self._deliveries.kpi(delivery_id)
 
     def messages(self, delivery_id: str, status: str | None, after: str | None, limit: int) -> MessagePage:
         found = self._deliveries.committed_messages(delivery_id, after, PAGE_SCAN_BUDGET)

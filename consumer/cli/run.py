@@ -137,7 +137,7 @@ def build_service(settings: Settings, clock: Clock = time.time) -> Service:
     metrics = Metrics()
     delivery = DeliveryStage(settings, metrics, logs.get("sendtrack.service")) if settings.delivery_stage else None
     stages = [*([delivery] if delivery else []), *ingest_stages(settings, metrics)]
-    return Service(settings, clock, metrics, stages=stages, kpi_lookup=delivery.kpis.get if delivery else None)
+    return Service(settings, clock, metrics, stages=stages, kpi_lookup=delivery.kpi if delivery else None)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -61,8 +61,10 @@ class DeliveryStage:
         self._kpi_codec = AvroCodec.named(DELIVERY_KPI)
         self._log_codec = AvroCodec.named(SENDING_LOG)
         self.runtimes: dict[int, PartitionRuntime] = {}  # the runner's, seen from HTTP threads
-        self.kpis: dict[str, dict[str, Any]] = {}  # last published KPI per owned delivery, for HTTP
-        self._lock = threading.Lock()  # HTTP threads read `runtimes` while rebalances change it
+        self._kpis: dict[str, dict[str, Any]] = {}  # last published KPI per owned delivery, for HTTP
+        # HTTP threads read `runtimes` and `_kpis` while rebalances and checkpoints change them: a reader sees all of
+        # a change or none of it (never half a checkpoint's KPIs, nor a revoked partition's).
+        self._lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -106,8 +108,10 @@ class DeliveryStage:
         """Restore the stores (the runtime's), then repair what the replay touched."""
         restored = self._changelogs.open(partitions, committed, self.restore_group, beat)
         opened = {p: self._runtime_after_restore(p, restored[p][DEFAULT_STORE]) for p in partitions}
+        kpis = {d: kpi_record(r.processor.delivery(d)) for r in opened.values() for d in r.processor.delivery_ids()}
         with self._lock:
             self.runtimes.update(opened)
+            self._kpis.update(kpis)
         self._observe_state()
         return dict(opened)
 
@@ -118,8 +122,6 @@ class DeliveryStage:
             if runtime.processor.compute_stats(delivery_id, publish=False) is False:
                 self._metrics.stats_mismatches.labels("restore").inc()
                 self._log.warning("restore_repaired_counters", delivery_id=delivery_id, partition=partition)
-        for delivery_id in runtime.processor.delivery_ids():
-            self.kpis[delivery_id] = kpi_record(runtime.processor.delivery(delivery_id))
         self._log.info("restored", partition=partition, records=result.records, seconds=round(result.seconds, 3))
         return runtime
 
@@ -133,8 +135,8 @@ class DeliveryStage:
         assert isinstance(work, PartitionRuntime)
         with self._lock:
             self.runtimes.pop(work.partition, None)
-        for delivery_id in work.processor.delivery_ids():
-            self.kpis.pop(delivery_id, None)
+            for delivery_id in work.processor.delivery_ids():
+                self._kpis.pop(delivery_id, None)
         self._observe_state()
         self._changelogs.release({DEFAULT_STORE: work.store})
 
@@ -174,11 +176,12 @@ class DeliveryStage:
         if staged is not None:
             for rejection in staged.output.rejections:
                 self._log.warning("confirmation_rejected", **rejection._asdict())
-            for kpi in staged.output.kpis:
-                if kpi["archived"]:  # its last KPI is on the topic; the instance's map holds live deliveries
-                    self.kpis.pop(kpi["delivery_id"], None)
-                else:
-                    self.kpis[kpi["delivery_id"]] = kpi
+            with self._lock:
+                for kpi in staged.output.kpis:
+                    if kpi["archived"]:  # its last KPI is on the topic; the instance's map holds live deliveries
+                        self._kpis.pop(kpi["delivery_id"], None)
+                    else:
+                        self._kpis[kpi["delivery_id"]] = kpi
             self._observe_state()
 
     def _observe_state(self) -> None:
@@ -210,7 +213,13 @@ class DeliveryStage:
     # -- what the instance shows (the Deployment view's, from HTTP threads: committed state only) --------------
     def published_kpis(self) -> dict[str, dict[str, Any]]:
         """The last published KPI of each delivery this instance owns."""
-        return dict(self.kpis)
+        with self._lock:
+            return dict(self._kpis)
+
+    def kpi(self, delivery_id: str) -> dict[str, Any] | None:
+        """The last published KPI of a delivery this instance owns."""
+        with self._lock:
+            return self._kpis.get(delivery_id)
 
     def owned_partitions(self) -> set[int]:
         with self._lock:
