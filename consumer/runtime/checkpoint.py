@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.metrics import Metrics
@@ -66,7 +66,7 @@ class Checkpointer:
         if self._producer.transactional:
             self._producer.commit_transaction(offsets, self._consumer.consumer_group_metadata(), self._timeout_s)
         elif offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            raise_refused(self._consumer.commit(offsets=offsets, asynchronous=False))
         beat("checkpoint_persist")
         for work, output in staged:
             self._stage.persist(work, output)
@@ -78,3 +78,11 @@ class Checkpointer:
         if seconds > self._interval_s / 4:  # it delays every output behind it: worth a line
             self._log.warning("slow_checkpoint", seconds=round(seconds, 3), partitions=len(staged))
         return True
+
+
+def raise_refused(committed: list[TopicPartition] | None) -> None:
+    """A plain commit raises only when the request fails; a partition the group refused says so in its `error`, and
+    its work must not be persisted as committed."""
+    for tp in committed or ():
+        if tp.error is not None:
+            raise KafkaException(tp.error)

@@ -143,8 +143,24 @@ class FakeReader:
 
 
 @dataclass
+class CommitResult:
+    """A partition of a plain commit's answer (TopicPartition's error cannot be set)."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: KafkaError | None = None
+
+
+@dataclass
 class FakeConsumer:
     seeks: list[TopicPartition] = field(default_factory=list)
+    commits: list[list[TopicPartition]] = field(default_factory=list)  # plain (at-least-once) commits
+    refuse: KafkaError | None = None  # the error each partition of a plain commit answers with
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> list[CommitResult]:
+        self.commits.append(list(offsets))
+        return [CommitResult(tp.topic, tp.partition, tp.offset, self.refuse) for tp in offsets]
 
     def consumer_group_metadata(self) -> None:
         return None
