@@ -1,10 +1,12 @@
-"""The checkpoint over fake clients: what a failed commit leaves (nothing persisted, nothing counted, the inputs
-rewound to the last commit)."""
+"""The checkpoint order over fake clients: produce -> flush -> commit -> persist -> count, and what a failed commit
+leaves (nothing persisted, nothing counted, the inputs rewound to the last commit)."""
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaError
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from consumer.ops.metrics import Tally
 from consumer.runtime.settings import AT_LEAST_ONCE
 from tests.delivery.test_intake import prepare, relayed
 from tests.runtime.fakes import FakeProducer, LoopDriver
@@ -41,3 +43,75 @@ def test_an_at_least_once_commit_a_partition_refused_persists_nothing_and_rewind
     driver.checkpoint()
     assert driver.consumer.commits  # asked, and refused for the partition
     assert_rewound_with_nothing_kept(driver)
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[str]:
+    """Every step of a checkpoint, in the order it happened."""
+    steps: list[str] = []
+    commit = Tally.commit
+    monkeypatch.setattr(Tally, "commit", lambda self: (steps.append("count"), commit(self))[1])
+    return steps
+
+
+def record(driver: LoopDriver, steps: list[str], partitions: int = 1) -> None:
+    producer = driver.producer
+    produce, flush, commit = producer.produce, producer.flush, producer.commit_transaction
+    producer.produce = lambda topic, *args, **kw: (steps.append(f"produce {topic}"), produce(topic, *args, **kw))[1]
+    producer.flush = lambda *args: (steps.append("flush"), flush(*args))[1]
+    producer.commit_transaction = lambda *args: (steps.append("commit"), commit(*args))[1]
+    for p in range(partitions):
+        store = driver.stage.runtimes[p].store
+        write = store.write
+        store.write = lambda changes, offsets, write=write: (steps.append("persist"), write(changes, offsets))[1]
+
+
+def test_a_checkpoint_produces_flushes_commits_then_persists_then_counts(calls):
+    driver = LoopDriver(partitions=1)
+    driver.poll([prepare(driver, "d"), relayed(driver, "d", "m1")])
+    record(driver, calls)
+    calls.clear()
+    driver.checkpoint()
+    t = driver.topics
+    steps = [step for i, step in enumerate(calls) if i == 0 or calls[i - 1] != step]  # one per run of records
+    assert steps == [f"produce {t.kpis}", f"produce {t.changelog}", "flush", "commit", "persist", "count"]
+    assert driver.stage.runtimes[0].store.offsets()[t.mta_events] == 1 and applied(driver) == 1
+
+
+def test_a_failed_commit_persists_nothing_counts_nothing_and_rewinds_to_the_last_commit(calls):
+    driver = LoopDriver(partitions=1)
+    driver.poll([prepare(driver, "d"), relayed(driver, "d", "m1")])
+    record(driver, calls)
+
+    def refused(*_args):
+        calls.append("commit")
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "the coordinator did not answer"))
+
+    driver.producer.commit_transaction = refused
+    driver.checkpoint()
+    assert "persist" not in calls and "count" not in calls and calls[-1] == "commit"
+    assert_rewound_with_nothing_kept(driver)
+    assert not driver.producer.open  # the transaction was aborted
+
+
+def test_a_revoke_checkpoints_the_work_in_hand_then_gives_the_partition_up(calls):
+    driver = LoopDriver(partitions=2, store="memory")  # a memory store outlives the revoke: it can be looked at
+    driver.poll([prepare(driver, "d", partition=1), relayed(driver, "d", "m1", partition=1)])
+    record(driver, calls, partitions=2)
+    store = driver.stage.runtimes[1].store
+    driver.runner._on_revoke(None, [TopicPartition(driver.topics.mta_events, 1)])
+    assert calls.index("commit") < calls.index("persist")
+    assert driver.committed_offsets()[driver.topics.mta_events, 1] == 1
+    assert store.offsets()[driver.topics.mta_events] == 1
+    assert set(driver.runner.works) == {0} and set(driver.stage.runtimes) == {0}
+
+
+def test_a_lost_partition_is_dropped_without_a_commit(calls):
+    driver = LoopDriver(partitions=2, store="memory")
+    driver.poll([prepare(driver, "d", partition=1), relayed(driver, "d", "m1", partition=1)])
+    record(driver, calls, partitions=2)
+    store = driver.stage.runtimes[1].store
+    driver.runner._on_lost(None, [TopicPartition(driver.topics.mta_events, 1)])
+    assert "commit" not in calls and "persist" not in calls and not driver.producer.open  # aborted
+    assert store.offsets() == {} and applied(driver) == 0
+    assert set(driver.runner.works) == {0} and set(driver.stage.runtimes) == {0}
