@@ -61,19 +61,25 @@ class TextIndex:
                 self._always |= 1 << bit
         # A match of the scan is the longest needle starting there: the needles inside it are present too.
         self._sure = {n: _or(by_needle.get(piece, 0) for piece in _pieces(n)) for n in by_needle}
-        self._skip = _restarts(by_needle)
-        self._scan: Callable[..., re.Match[str] | None] | None = (
-            re.compile(_trie(sorted(by_needle))).search if by_needle else None
-        )
+        # Two scans: needles of ASCII characters only, and the others (German, French, Russian, Japanese, Chinese
+        # words), which cannot occur in an ASCII text: most replies are ASCII and skip the second scan, so each
+        # word of another script costs nothing there (the engine tries a trie's first characters one after the
+        # other at every position). Each scan's restarts are computed over its own needles.
+        narrow = sorted(n for n in by_needle if n.isascii())
+        wide = sorted(n for n in by_needle if not n.isascii())
+        self._skip = _restarts(narrow) | _restarts(wide)
+        self._scan: Callable[..., re.Match[str] | None] | None = re.compile(_trie(narrow)).search if narrow else None
+        self._scan_wide: Callable[..., re.Match[str] | None] | None = re.compile(_trie(wide)).search if wide else None
 
     def present(self, text: str) -> int:
         """The branches that may match `text`: those with a needle in it, and those without needles."""
-        found, scan = self._always, self._scan
-        match = scan(text) if scan else None
-        while match:
-            needle = match[0]
-            found |= self._sure[needle]
-            match = scan(text, match.start() + self._skip[needle])  # type: ignore[misc]
+        found = self._always
+        for scan in (self._scan, None if text.isascii() else self._scan_wide):
+            match = scan(text) if scan else None
+            while match:
+                needle = match[0]
+                found |= self._sure[needle]
+                match = scan(text, match.start() + self._skip[needle])  # type: ignore[misc]
         return found
 
     def first(self, text: str, mask: int) -> int | None:

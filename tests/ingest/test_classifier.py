@@ -443,6 +443,47 @@ def test_japanese_replies(text, expected):
     assert (result.kind, result.reason) == expected
 
 
+# Each family in other phrasings than the corpora's (the rules are written for the family, not for a reply).
+@pytest.mark.parametrize(
+    ("code", "text", "expected"),
+    [
+        (550, "Der Empfänger ist unbekannt", ("hard", "user_unknown")),
+        (550, "Utilisateur inconnu", ("hard", "user_unknown")),
+        (550, "El usuario no existe en este servidor", ("hard", "user_unknown")),
+        (550, "Utente sconosciuto", ("hard", "user_unknown")),
+        (550, "Destinatário não existe", ("hard", "user_unknown")),
+        (550, "Пользователь не найден", ("hard", "user_unknown")),
+        (550, "收件人不存在", ("hard", "user_unknown")),
+        (550, "<a@b.example> is not a valid user here", ("hard", "user_unknown")),
+        (554, "Addressee <a@b.example> does not exist", ("hard", "user_unknown")),
+        (552, "Das Postfach ist voll", ("soft", "mailbox_full")),
+        (552, "La boîte aux lettres est pleine", ("soft", "mailbox_full")),
+        (552, "El buzón está lleno", ("soft", "mailbox_full")),
+        (552, "La casella è piena", ("soft", "mailbox_full")),
+        (552, "A caixa postal está cheia", ("soft", "mailbox_full")),
+        (552, "Почтовый ящик переполнен", ("soft", "mailbox_full")),
+        (552, "邮箱空间不足", ("soft", "mailbox_full")),
+        (552, "Nachricht ist zu groß", ("soft", "text_too_long")),
+        (550, "Domaine inexistant", ("hard", "invalid_domain")),
+        (550, "IP 192.0.2.1 is blacklisted", ("soft", "refused")),
+        (550, "Sender address has been blocked", ("soft", "refused")),
+        (550, "EHLO name rejected", ("soft", "refused")),
+        (554, "Relaying not allowed", ("soft", "refused")),
+        (554, "Message refused by the recipient", ("soft", "refused")),
+        (550, "Please confirm your sender address first", ("soft", "refused")),
+        (450, "The mailbox has reached its receiving rate, try later", ("soft", "unreachable")),
+        (450, "Queue is full", ("soft", "unreachable")),
+        (421, "Server shutting down", ("soft", "unreachable")),
+        (554, "Looping detected", ("soft", "unreachable")),
+        (550, "Delivery to command failed", ("soft", "unreachable")),
+        (550, "The address <a@b.example> is inactive", ("hard", "inactive_mailbox")),
+    ],
+)
+def test_vocabulary_families(code, text, expected):
+    result = default_classifier().classify(code, None, text)
+    assert (result.kind, result.reason) == expected, result.rule
+
+
 def test_user_rules_use_the_core_reason_list(tmp_path):
     path = rules_file(
         tmp_path, '[[rule]]\nid = "acme.syntax"\nkind = "hard"\nreason = "invalid_address"\ntext = "bad"\n'
@@ -506,6 +547,15 @@ def test_the_needle_scan_never_rejects_a_branch_that_matches(text):
 @given(st.lists(st.text("ab", min_size=3, max_size=6), min_size=1, max_size=8), st.text("ab", max_size=40))
 def test_overlapping_needles_are_all_found(words, text):
     """Literal patterns over two letters overlap in every way: each one in the text must be found."""
+    index = TextIndex(words)
+    present = index.present(text)
+    assert [word in text for word in words] == [bool(present & index.rule_bits[i]) for i in range(len(words))]
+
+
+@given(st.lists(st.text("aé", min_size=3, max_size=6), min_size=1, max_size=8), st.text("aé", max_size=40))
+def test_needles_of_two_scans_are_all_found(words, text):
+    """ASCII needles and the others are scanned separately (the second scan only for non-ASCII texts): needles of
+    both kinds overlapping each other must all be found."""
     index = TextIndex(words)
     present = index.present(text)
     assert [word in text for word in words] == [bool(present & index.rule_bits[i]) for i in range(len(words))]
