@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.cli.produce import send
 from consumer.cli.run import argv
@@ -54,6 +56,7 @@ class Scenario:
     store: str = "rocksdb"
     guarantee: str = "exactly-once"
     instances: int = 1
+    workers: int = 1  # member processes under one `sendtrack run --workers` parent, per instance
 
 
 SCENARIOS = (
@@ -61,6 +64,7 @@ SCENARIOS = (
     Scenario("sendtrack run: memory, exactly-once", store="memory"),
     Scenario("sendtrack run: RocksDB, at-least-once", guarantee="at-least-once"),
     Scenario("sendtrack run: 2 processes, RocksDB, exactly-once", instances=2),
+    Scenario("sendtrack run --workers 2: RocksDB, exactly-once", workers=2),
 )
 
 
@@ -92,6 +96,7 @@ class Bench:
             processing_guarantee=scenario.guarantee,
             http_port=port,
             session_timeout_ms=6_000,
+            workers=scenario.workers,
             topics=topics,
             **extra,
         )
@@ -206,11 +211,16 @@ def wait_ready(ports: list[int], partitions: int, timeout_s: float = 90.0) -> No
     raise TimeoutError("instances not ready")
 
 
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
 def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+    """The sum of the samples `name` (`metric{label="value",...}`) selects: a `--workers` parent's samples carry a
+    `worker` label as well, one sample per worker."""
+    metric, _, selector = name.partition("{")
+    wanted = dict(_LABEL.findall(selector)).items()
+    families = text_string_to_metric_families(text)
+    return sum(s.value for f in families for s in f.samples if s.name == metric and wanted <= s.labels.items())
 
 
 def encode(events: Iterable[dict[str, Any]], schema: str) -> Encoded:
@@ -276,6 +286,7 @@ def run_service(bench: Bench, scenario: Scenario, deliveries: Encoded, mta: Enco
         "store": scenario.store,
         "guarantee": scenario.guarantee,
         "instances": scenario.instances,
+        "workers": scenario.workers,
         "events": total,
         "seconds": seconds,
         "events_per_s": total / seconds if finished else None,

@@ -27,6 +27,7 @@ from consumer.runtime.app import Service
 from consumer.runtime.errors import CANNOT_START, INTERNAL_ERROR, KAFKA_FATAL, ServiceError
 from consumer.runtime.runner import Clock
 from consumer.runtime.settings import Flag, IngestSource, Settings, default_of, flagged
+from consumer.runtime.workers import Supervisor, watch_parent
 from consumer.web.auth import WebConfigError
 
 
@@ -140,6 +141,15 @@ def build_service(settings: Settings, clock: Clock = time.time) -> Service:
     return Service(settings, clock, metrics, stages=stages, kpi_lookup=delivery.kpi if delivery else None)
 
 
+def supervise(settings: Settings, log: Any) -> int:
+    """--workers N: the parent of N workers (runtime/workers.py). The Deployment view is not served through it (its
+    owner routing reaches an instance at one advertised URL; a worker's loopback port is no such URL), so a
+    --web-config, which only configures the view, is refused rather than silently ignored."""
+    if settings.web_config is not None:
+        raise ValueError("--web-config is not supported with --workers above 1 yet: run instances one per process")
+    return Supervisor(settings, argv, log).run()
+
+
 def command(args: argparse.Namespace) -> int:
     """Run the service; every way it can end is one log line and an exit code (runtime/errors.py)."""
     logs.configure(json=args.log_format == "json")
@@ -147,9 +157,15 @@ def command(args: argparse.Namespace) -> int:
     stop_view: Callable[[], None] | None = None
     try:
         settings = settings_from(args)
+        if settings.worker_of is not None:  # its lines go to the parent's stream, among its siblings'
+            logs.configure(json=args.log_format == "json", fields={"instance_id": settings.instance_id})
+        if settings.workers > 1:
+            return supervise(settings, log)
         service = build_service(settings)
-        service.take_signals()  # before the view starts threads of its own
-        if settings.http_port is not None and settings.delivery_stage:
+        service.take_signals()  # before the view and the parent watch start threads of their own
+        if settings.worker_of is not None:
+            watch_parent(settings.worker_of, service.stop, log)
+        elif settings.http_port is not None and settings.delivery_stage:
             stop_view = deployment_view.attach(service)
         return service.run()
     except (ValueError, WebConfigError) as exc:  # flags, or the web config file

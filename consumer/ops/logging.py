@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from typing import Any
 
 import structlog
 
 
-def configure(json: bool = True, level: str = "INFO", stream=sys.stderr) -> None:
+def configure(
+    json: bool = True, level: str = "INFO", stream=sys.stderr, fields: Mapping[str, Any] | None = None
+) -> None:
+    """`fields` go on every line, from every thread (a --workers worker names itself: its lines share a stream)."""
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *([_Fields(fields)] if fields else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -29,6 +34,14 @@ def configure(json: bool = True, level: str = "INFO", stream=sys.stderr) -> None
     root = logging.getLogger()
     root.handlers[:] = [_ToStructlog()]
     root.setLevel(logging.getLevelName(level.upper()))
+
+
+class _Fields:
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self._fields = dict(fields)
+
+    def __call__(self, _logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {**self._fields, **event}
 
 
 class _ToStructlog(logging.Handler):

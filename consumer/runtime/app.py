@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -176,6 +177,8 @@ class Service:
         except OSError as exc:
             raise StartupError(f"cannot serve HTTP on {s.http_host}:{s.http_port}: {exc.strerror or exc}") from None
         self._log.info("http_listening", host=s.http_host, port=self._http.port)
+        if s.http_port_file is not None:
+            write_atomically(s.http_port_file, str(self._http.port))
 
     @property
     def stages(self) -> list[Stage]:
@@ -194,3 +197,10 @@ class Service:
 
 def _no_kpi(_delivery_id: str) -> None:
     return None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A reader polling for the file sees it whole or not at all."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
+    part.replace(path)

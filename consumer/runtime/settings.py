@@ -5,6 +5,7 @@ parser, the settings and the command line that spawns an instance (argv) from th
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 from collections.abc import Callable
@@ -42,6 +43,14 @@ def _port(text: str) -> int | None:
 
 def _port_text(port: int | None) -> str:
     return str(-1 if port is None else port)
+
+
+def _workers(text: str) -> int:
+    """`auto`: one worker per core; else a count of at least 1."""
+    count = (os.cpu_count() or 1) if text.strip().lower() == "auto" else int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--workers takes a count of at least 1 or auto, not {text!r}")
+    return count
 
 
 def _comma_list(text: str) -> tuple[str, ...]:
@@ -109,6 +118,20 @@ class Settings:
         8080, name="--http-port", parse=_port, text=_port_text, help="metrics/health/KPI HTTP port; -1 disables it"
     )
     http_host: str = flag("0.0.0.0", name="--http-host", help="address the HTTP server binds to")
+    # Where the bound port is written (0 picks one): how the --workers parent finds each worker's loopback server.
+    http_port_file: Path | None = flag(
+        name="--http-port-file", parse=Path, help="write the port the HTTP server listens on to this file"
+    )
+    # N member processes of the group under one parent (runtime/workers.py); 1 is one process, no parent.
+    workers: int = flag(
+        1,
+        name="--workers",
+        parse=_workers,
+        help="group members on this machine: N, or auto (one per core)",
+    )
+    # Set by the --workers parent on each of its workers: no Deployment view (the parent does not serve it), and
+    # a clean stop when that parent is gone (a worker must not outlive it holding its state directory).
+    worker_of: int | None = flag(name="--worker-of", parse=int, help="set by --workers: the parent's process id")
     web_config: Path | None = flag(
         name="--web-config", parse=Path, help="users, roles and TLS of the web view (YAML)"
     )  # Prometheus' web config format

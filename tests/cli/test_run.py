@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,9 @@ from consumer.cli.main import parser
 from consumer.cli.options import env_name
 from consumer.cli.run import add_service_flags, argv, build_service, settings_from
 from consumer.kafka.topics import Topics
+from consumer.runtime.errors import CANNOT_START
 from consumer.runtime.settings import AT_LEAST_ONCE, IngestSource, Settings, flagged
+from consumer.runtime.workers import worker_settings
 
 
 def test_a_spawned_command_line_gives_back_the_same_settings():
@@ -89,3 +94,23 @@ def test_each_declared_setting_gives_its_flag_its_environment_variable_and_its_d
     ]:
         monkeypatch.setenv(name, text)
         assert getattr(settings_from(parser().parse_args(["run", "--bootstrap-servers", "k"])), field) == value
+
+
+def test_workers_is_a_count_or_auto_and_a_worker_command_line_gives_back_its_settings(monkeypatch, tmp_path):
+    assert settings_from(parser().parse_args(["run", "--bootstrap-servers", "k", "--workers", "auto"])).workers == (
+        os.cpu_count() or 1
+    )
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--bootstrap-servers", "k", "--workers", "0"])
+    monkeypatch.setenv("SENDTRACK_WORKERS", "3")  # the parent's environment, which its workers inherit
+    worker = worker_settings(Settings(bootstrap_servers="k", workers=3), 1, tmp_path / "w1.port")
+    assert settings_from(parser().parse_args(argv(worker)[3:])) == worker  # one process, whatever the environment
+
+
+def test_the_view_config_is_refused_with_workers_rather_than_ignored(tmp_path):
+    line = [sys.executable, "-m", "consumer.cli.main", "run", "--bootstrap-servers", "127.0.0.1:9", "--workers", "2"]
+    result = subprocess.run(
+        [*line, "--web-config", "web.yml"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == CANNOT_START
+    assert "--web-config is not supported with --workers" in result.stderr

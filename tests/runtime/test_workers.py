@@ -1,0 +1,157 @@
+"""`sendtrack run --workers N`: one parent, N member processes of the group, one HTTP endpoint; real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer.cli.workload import WorkloadSpec, generate
+from consumer.runtime.errors import STATE_FAILED
+from consumer.runtime.settings import Settings
+from consumer.runtime.workers import worker_settings
+from tests.runtime.exactness import assert_exact, log_events
+from tests.runtime.harness import Pipeline, as_json, free_port, http_get, stop, wait_http
+
+
+def samples(port: int, name: str) -> list:
+    """Every sample called `name` in the parent's /metrics."""
+    status, body = http_get(port, "/metrics")
+    assert status == 200
+    families = text_string_to_metric_families(body.decode())
+    return [sample for family in families for sample in family.samples if sample.name == name]
+
+
+def worker_pids(log: Path) -> dict[str, int]:
+    """The latest process of each worker, from the parent's `worker_started` lines."""
+    return {e["worker"]: e["pid"] for e in log_events(log) if e.get("event") == "worker_started"}
+
+
+def wait_until(check, timeout_s: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.3)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet has ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_worker_gets_its_own_id_state_and_loopback_port_in_the_same_group(tmp_path):
+    parent = Settings(bootstrap_servers="k", instance_id="box", state_dir=tmp_path, http_port=8080, workers=4)
+    worker = worker_settings(parent, 3, tmp_path / "w3.port")
+    assert (worker.instance_id, worker.state_dir, worker.group_id) == ("box-w3", tmp_path / "w3", parent.group_id)
+    assert (worker.http_host, worker.http_port, worker.workers, worker.worker_of) == ("127.0.0.1", 0, 1, os.getpid())
+
+
+def test_two_workers_are_exact_and_serve_one_endpoint_that_sums_up_and_stops_on_sigterm(kafka, tmp_path):
+    workload = generate(WorkloadSpec.ending_now(deliveries=8, messages=1_000, ended=2, seed=21))
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
+    port = free_port()
+    parent = pipeline.start("box", http_port=port, workers=2)
+    try:
+        status, body = http_get_when_up(port, "/readyz")
+        assert status == 503 and "w" in as_json(body)["detail"]  # the workers are still joining: not ready
+        detail = as_json(wait_http(port, "/readyz", 200))["detail"]
+        assert "w0: delivery:" in detail and "w1: delivery:" in detail
+        owned = samples(port, "sendtrack_assigned_partitions")
+        assert {s.labels["worker"] for s in owned} == {"w0", "w1"} and sum(s.value for s in owned) == 4
+
+        pipeline.produce_workload(workload)
+        pipeline.wait_for_kpis(workload.expected, timeout_s=120, processes=[parent])
+        assert_exact(pipeline, workload)
+        counted = lambda: sum(s.value for s in samples(port, "sendtrack_events_total"))  # noqa: E731
+        wait_until(lambda: counted() == workload.size, 20, "summed event count")
+
+        pids = worker_pids(tmp_path / "box.log")
+        os.kill(pids["w1"], signal.SIGSTOP)  # a worker that does not answer makes the whole machine unready
+        try:
+            status, body = http_get(port, "/readyz")
+            assert status == 503 and as_json(body)["detail"].startswith("w1: not answering")
+        finally:
+            os.kill(pids["w1"], signal.SIGCONT)
+        wait_http(port, "/readyz", 200)
+
+        assert stop(parent) == 0
+        assert not any(alive(pid) for pid in pids.values())
+        stopped = [e for e in log_events(tmp_path / "box.log") if e.get("event") == "worker_stopped"]
+        assert sorted((e["worker"], e["exit_code"]) for e in stopped) == [("w0", 0), ("w1", 0)]
+    finally:
+        parent.kill()
+
+
+def test_a_worker_killed_by_sigkill_is_restarted_and_the_results_stay_exact(kafka, tmp_path):
+    workload = generate(WorkloadSpec.ending_now(deliveries=12, messages=3_000, ended=3, seed=22))
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
+    pipeline.produce_workload(workload)
+    port = free_port()
+    parent = pipeline.start("box", http_port=port, workers=2)
+    try:
+        wait_until(lambda: len(worker_pids(tmp_path / "box.log")) == 2, what="workers")
+        time.sleep(6)  # joined and in the middle of the backlog
+        killed = worker_pids(tmp_path / "box.log")["w0"]
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: worker_pids(tmp_path / "box.log")["w0"] != killed, 30, "restart")
+        pipeline.wait_for_kpis(workload.expected, timeout_s=180, processes=[parent])
+        assert_exact(pipeline, workload)
+        crashes = [e for e in log_events(tmp_path / "box.log") if e.get("event") == "worker_crashed"]
+        assert [(e["worker"], e["how"]) for e in crashes] == [("w0", "killed by SIGKILL")]
+        restarts = samples(port, "sendtrack_worker_restarts_total")
+        assert [(s.labels["worker"], s.value) for s in restarts] == [("w0", 1.0)]
+        assert stop(parent) == 0
+    finally:
+        parent.kill()
+
+
+def test_a_worker_whose_state_store_fails_ends_the_parent_with_its_code(kafka, tmp_path):
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
+    (tmp_path / "state-box").mkdir()
+    (tmp_path / "state-box" / "w1").write_text("a file where w1's state directory should be")
+    parent = pipeline.start("box", workers=2)
+    try:
+        assert parent.wait(60) == STATE_FAILED  # not a restart loop: a restart would fail the same way
+    except subprocess.TimeoutExpired:
+        parent.kill()
+        raise
+    events = log_events(tmp_path / "box.log")
+    failed = [e for e in events if e.get("event") == "worker_failed"]
+    assert [(e["worker"], e["exit_code"]) for e in failed] == [("w1", STATE_FAILED)]
+    assert not any(alive(pid) for pid in worker_pids(tmp_path / "box.log").values())
+
+
+def test_workers_stop_cleanly_when_their_parent_is_killed(kafka, tmp_path):
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
+    port = free_port()
+    parent = pipeline.start("box", http_port=port, workers=2)
+    try:
+        wait_http(port, "/readyz", 200)
+        pids = worker_pids(tmp_path / "box.log")
+        parent.send_signal(signal.SIGKILL)  # no forwarding: each worker sees itself orphaned
+        parent.wait()
+        wait_until(lambda: not any(alive(pid) for pid in pids.values()), 30, "worker exit")
+        gone = [e for e in log_events(tmp_path / "box.log") if e.get("event") == "parent_gone"]
+        assert sorted(e["instance_id"] for e in gone) == ["box-w0", "box-w1"]
+        assert sum(e.get("event") == "stopped" for e in log_events(tmp_path / "box.log")) == 2  # both cleanly
+    finally:
+        parent.kill()
+
+
+def http_get_when_up(port: int, path: str, timeout_s: float = 30.0) -> tuple[int, bytes]:
+    """The first answer of a server that is starting."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return http_get(port, path)
+        except OSError:
+            assert time.monotonic() < deadline, "the parent never served HTTP"
+            time.sleep(0.1)
