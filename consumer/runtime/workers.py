@@ -102,8 +102,7 @@ class Supervisor:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self._start_http()
             self._log.info("workers_starting", workers=len(self.workers), instance_id=self._settings.instance_id)
@@ -114,6 +113,8 @@ class Supervisor:
             return code
         finally:
             self._end()
+            for sig, handler in previous.items():  # a host that runs a supervisor (a test) gets its own back
+                signal.signal(sig, handler)
 
     def _supervise(self) -> int:
         while True:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.cli.workload import WorkloadSpec, generate
-from consumer.runtime.errors import STATE_FAILED
+from consumer.ops import logging as logs
+from consumer.runtime.errors import GRACE_EXCEEDED, KAFKA_FATAL, STATE_FAILED
 from consumer.runtime.settings import Settings
-from consumer.runtime.workers import worker_settings
+from consumer.runtime.workers import Supervisor, worker_settings
 from tests.runtime.exactness import assert_exact, log_events
 from tests.runtime.harness import Pipeline, as_json, free_port, http_get, stop, wait_http
 
@@ -52,6 +55,59 @@ def test_a_worker_gets_its_own_id_state_and_loopback_port_in_the_same_group(tmp_
     worker = worker_settings(parent, 3, tmp_path / "w3.port")
     assert (worker.instance_id, worker.state_dir, worker.group_id) == ("box-w3", tmp_path / "w3", parent.group_id)
     assert (worker.http_host, worker.http_port, worker.workers, worker.worker_of) == ("127.0.0.1", 0, 1, os.getpid())
+
+
+# A stand-in worker: exits with the next code of its plan (`<dir>/<instance>.plan`, one per start), or, past
+# the plan, runs until SIGTERM and exits 0.
+FAKE_WORKER = """
+import pathlib, signal, sys, time
+folder, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+runs = folder / (name + ".runs")
+run = int(runs.read_text()) if runs.exists() else 0
+runs.write_text(str(run + 1))
+plan_file = folder / (name + ".plan")
+plan = plan_file.read_text().split() if plan_file.exists() else []
+if run < len(plan):
+    sys.exit(int(plan[run]))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    time.sleep(0.05)
+"""
+
+
+def fake_supervisor(tmp_path: Path, plans: dict[str, str]) -> Supervisor:
+    for name, plan in plans.items():
+        (tmp_path / f"box-{name}.plan").write_text(plan)
+    settings = Settings(bootstrap_servers="k", instance_id="box", state_dir=tmp_path, http_port=None, workers=2)
+    command = lambda worker: [sys.executable, "-c", FAKE_WORKER, str(tmp_path), worker.instance_id]  # noqa: E731
+    return Supervisor(settings, command, logs.get("test"))
+
+
+def signal_later(supervisor: Supervisor, seconds: float, times: int = 1) -> None:
+    """What SIGTERM does to the parent, without signalling the test's own process."""
+    for _ in range(times):
+        threading.Timer(seconds, supervisor._on_signal, (signal.SIGTERM, None)).start()
+
+
+def test_a_crashing_worker_is_restarted_with_a_backoff_and_counted_then_all_stop_cleanly(tmp_path):
+    supervisor = fake_supervisor(tmp_path, {"w0": "1 4"})  # a crash, then stuck, then it runs
+    signal_later(supervisor, 6.0)  # past the backoff: 1 s, then 2 s
+    assert supervisor.run() == 0
+    assert (tmp_path / "box-w0.runs").read_text() == "3" and (tmp_path / "box-w1.runs").read_text() == "1"
+    assert supervisor.registry.get_sample_value("sendtrack_worker_restarts_total", {"worker": "w0"}) == 2
+
+
+def test_a_fatal_exit_ends_every_worker_and_the_parent_with_its_code_without_a_restart(tmp_path):
+    supervisor = fake_supervisor(tmp_path, {"w1": "5"})
+    assert supervisor.run() == KAFKA_FATAL
+    assert (tmp_path / "box-w1.runs").read_text() == "1"
+    assert [w.process.returncode for w in supervisor.workers] == [0, KAFKA_FATAL]  # w0 stopped by SIGTERM
+
+
+def test_a_second_signal_ends_the_parent_with_3(tmp_path):
+    supervisor = fake_supervisor(tmp_path, {})
+    signal_later(supervisor, 1.0, times=2)
+    assert supervisor.run() == GRACE_EXCEEDED
 
 
 def test_two_workers_are_exact_and_serve_one_endpoint_that_sums_up_and_stops_on_sigterm(kafka, tmp_path):
