@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.ops.federation import Target, WorkerMetrics, all_of, first_kpi
 from consumer.ops.http import OpsServer, StatusSource
+from consumer.runtime.app import write_atomically
 from consumer.runtime.errors import CANNOT_START, CLEAN, GRACE_EXCEEDED, KAFKA_FATAL, STATE_FAILED, StartupError
 from consumer.runtime.settings import Settings
 
@@ -230,6 +231,8 @@ class Supervisor:
         except OSError as exc:
             raise StartupError(f"cannot serve HTTP on {s.http_host}:{s.http_port}: {exc.strerror or exc}") from None
         self._log.info("http_listening", host=s.http_host, port=self._http.port)
+        if s.http_port_file is not None:  # the flag means the same with --workers: this process's port
+            write_atomically(s.http_port_file, str(self._http.port))
 
     @property
     def http_port(self) -> int | None:

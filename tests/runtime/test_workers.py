@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -75,10 +76,11 @@ while True:
 """
 
 
-def fake_supervisor(tmp_path: Path, plans: dict[str, str]) -> Supervisor:
+def fake_supervisor(tmp_path: Path, plans: dict[str, str], **http: Any) -> Supervisor:
     for name, plan in plans.items():
         (tmp_path / f"box-{name}.plan").write_text(plan)
-    settings = Settings(bootstrap_servers="k", instance_id="box", state_dir=tmp_path, http_port=None, workers=2)
+    http = http or {"http_port": None}
+    settings = Settings(bootstrap_servers="k", instance_id="box", state_dir=tmp_path, workers=2, **http)
     command = lambda worker: [sys.executable, "-c", FAKE_WORKER, str(tmp_path), worker.instance_id]  # noqa: E731
     return Supervisor(settings, command, logs.get("test"))
 
@@ -108,6 +110,20 @@ def test_a_second_signal_ends_the_parent_with_3(tmp_path):
     supervisor = fake_supervisor(tmp_path, {})
     signal_later(supervisor, 1.0, times=2)
     assert supervisor.run() == GRACE_EXCEEDED
+
+
+def test_the_parent_writes_its_own_port_and_is_not_ready_while_a_worker_has_no_server(tmp_path):
+    supervisor = fake_supervisor(tmp_path, {}, http_port=0, http_host="127.0.0.1", http_port_file=tmp_path / "port")
+    answers = []
+
+    def ask_then_stop() -> None:
+        answers.append(http_get(int((tmp_path / "port").read_text()), "/readyz"))
+        supervisor._on_signal(signal.SIGTERM, None)
+
+    threading.Timer(1.5, ask_then_stop).start()
+    assert supervisor.run() == 0
+    ((status, body),) = answers
+    assert status == 503 and as_json(body)["detail"] == "w0: starting; w1: starting"  # stand-ins serve nothing
 
 
 def test_two_workers_are_exact_and_serve_one_endpoint_that_sums_up_and_stops_on_sigterm(kafka, tmp_path):
