@@ -69,6 +69,9 @@ class Worker:
     started: float = 0.0
     crashes: int = 0  # in a row, for the backoff
     restart_at: float | None = None
+    # Its end seen by the loop. Not returncode: Popen.poll() and send_signal() from any thread set that, and an
+    # end only they saw would never be handled (no restart).
+    exit_handled: bool = False
 
     @property
     def name(self) -> str:
@@ -76,7 +79,7 @@ class Worker:
 
     def target(self) -> Target:
         port_file = self.settings.http_port_file
-        alive = self.process is not None and self.process.poll() is None
+        alive = self.process is not None and self.process.returncode is None  # never poll() here: HTTP threads
         text = port_file.read_text() if alive and port_file is not None and port_file.exists() else ""
         return Target(self.name, int(text) if text else None)
 
@@ -180,17 +183,18 @@ class Supervisor:
             port_file.unlink(missing_ok=True)  # the crashed worker's port: not the new one's
         # Its own process group: a terminal's Ctrl-C reaches the parent only, which forwards one SIGTERM.
         worker.process = subprocess.Popen(self._command(worker.settings), process_group=0)
-        worker.started, worker.restart_at = self._clock(), None
+        worker.started, worker.restart_at, worker.exit_handled = self._clock(), None, False
         self._log.info("worker_started", worker=worker.name, pid=worker.process.pid)
 
     def _check(self, worker: Worker) -> None:
         if worker.restart_at is not None and self._clock() >= worker.restart_at and self._deadline is None:
             self._spawn(worker)
             return
-        if worker.process is None or worker.restart_at is not None or worker.process.returncode is not None:
-            return  # not running, waiting for its restart, or its end already handled
+        if worker.process is None or worker.exit_handled:
+            return  # never started, or its end already handled (and its restart perhaps due)
         returncode = worker.process.poll()
         if returncode is not None:
+            worker.exit_handled = True
             self._exited(worker, returncode)
 
     def _exited(self, worker: Worker, returncode: int) -> None:
@@ -240,8 +244,8 @@ class Supervisor:
 
 
 def _ended(worker: Worker) -> bool:
-    """Never started, or its end seen by the loop (the loop alone polls: each end is handled once)."""
-    return worker.process is None or worker.process.returncode is not None
+    """Never started, or its end handled by the loop (each end is handled once)."""
+    return worker.process is None or worker.exit_handled
 
 
 def _exit_code(returncode: int) -> int:

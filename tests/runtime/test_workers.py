@@ -94,7 +94,17 @@ def signal_later(supervisor: Supervisor, seconds: float, times: int = 1) -> None
 def test_a_crashing_worker_is_restarted_with_a_backoff_and_counted_then_all_stop_cleanly(tmp_path):
     supervisor = fake_supervisor(tmp_path, {"w0": "1 4"})  # a crash, then stuck, then it runs
     signal_later(supervisor, 6.0)  # past the backoff: 1 s, then 2 s
-    assert supervisor.run() == 0
+    asking = threading.Event()
+
+    def scrape() -> None:  # what HTTP threads do meanwhile: they must not swallow a worker's end
+        while not asking.wait(0.005):
+            supervisor.targets()
+
+    threading.Thread(target=scrape, daemon=True).start()
+    try:
+        assert supervisor.run() == 0
+    finally:
+        asking.set()
     assert (tmp_path / "box-w0.runs").read_text() == "3" and (tmp_path / "box-w1.runs").read_text() == "1"
     assert supervisor.registry.get_sample_value("sendtrack_worker_restarts_total", {"worker": "w0"}) == 2
 
@@ -173,7 +183,8 @@ def test_a_worker_killed_by_sigkill_is_restarted_and_the_results_stay_exact(kafk
         time.sleep(6)  # joined and in the middle of the backlog
         killed = worker_pids(tmp_path / "box.log")["w0"]
         os.kill(killed, signal.SIGKILL)
-        wait_until(lambda: worker_pids(tmp_path / "box.log")["w0"] != killed, 30, "restart")
+        restarted = lambda: http_get(port, "/readyz") and worker_pids(tmp_path / "box.log")["w0"] != killed  # noqa: E731
+        wait_until(restarted, 30, "restart while the parent is asked for readiness")
         pipeline.wait_for_kpis(workload.expected, timeout_s=180, processes=[parent])
         assert_exact(pipeline, workload)
         crashes = [e for e in log_events(tmp_path / "box.log") if e.get("event") == "worker_crashed"]
