@@ -159,6 +159,7 @@ class Supervisor:
             return
         self._log.error("grace_period_exceeded", seconds=self._settings.grace_period_s, exit_code=GRACE_EXCEEDED)
         self._signal_all(signal.SIGKILL)
+        self._deadline = float("inf")  # killed once, said once; still stopping
         self._result = self._result or GRACE_EXCEEDED
 
     def _final_code(self) -> int:

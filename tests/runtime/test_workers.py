@@ -59,7 +59,7 @@ def test_a_worker_gets_its_own_id_state_and_loopback_port_in_the_same_group(tmp_
 
 
 # A stand-in worker: exits with the next code of its plan (`<dir>/<instance>.plan`, one per start), or, past
-# the plan, runs until SIGTERM and exits 0.
+# the plan, runs until SIGTERM and exits 0 ("deaf" in the plan: ignores SIGTERM).
 FAKE_WORKER = """
 import pathlib, signal, sys, time
 folder, name = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -68,19 +68,20 @@ run = int(runs.read_text()) if runs.exists() else 0
 runs.write_text(str(run + 1))
 plan_file = folder / (name + ".plan")
 plan = plan_file.read_text().split() if plan_file.exists() else []
-if run < len(plan):
+if run < len(plan) and plan[run] != "deaf":
     sys.exit(int(plan[run]))
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+deaf = run < len(plan)  # a worker whose stop never ends
+signal.signal(signal.SIGTERM, signal.SIG_IGN if deaf else lambda *_: sys.exit(0))
 while True:
     time.sleep(0.05)
 """
 
 
-def fake_supervisor(tmp_path: Path, plans: dict[str, str], **http: Any) -> Supervisor:
+def fake_supervisor(tmp_path: Path, plans: dict[str, str], **options: Any) -> Supervisor:
     for name, plan in plans.items():
         (tmp_path / f"box-{name}.plan").write_text(plan)
-    http = http or {"http_port": None}
-    settings = Settings(bootstrap_servers="k", instance_id="box", state_dir=tmp_path, workers=2, **http)
+    options = {"http_port": None, **options}
+    settings = Settings(bootstrap_servers="k", instance_id="box", state_dir=tmp_path, workers=2, **options)
     command = lambda worker: [sys.executable, "-c", FAKE_WORKER, str(tmp_path), worker.instance_id]  # noqa: E731
     return Supervisor(settings, command, logs.get("test"))
 
@@ -120,6 +121,15 @@ def test_a_second_signal_ends_the_parent_with_3(tmp_path):
     supervisor = fake_supervisor(tmp_path, {})
     signal_later(supervisor, 1.0, times=2)
     assert supervisor.run() == GRACE_EXCEEDED
+
+
+def test_workers_still_stopping_after_the_grace_period_are_killed_and_the_parent_exits_3(tmp_path):
+    supervisor = fake_supervisor(tmp_path, {"w1": "deaf"}, grace_period_s=0.5)
+    signal_later(supervisor, 1.0)
+    started = time.monotonic()
+    assert supervisor.run() == GRACE_EXCEEDED
+    assert 5.5 <= time.monotonic() - started < 10  # the grace period and the margin for the worker to say so
+    assert [w.process.returncode for w in supervisor.workers] == [0, -signal.SIGKILL]
 
 
 def test_the_parent_writes_its_own_port_and_is_not_ready_while_a_worker_has_no_server(tmp_path):
