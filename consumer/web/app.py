@@ -1,8 +1,8 @@
 """The Deployment view as one `Handler`: routes, who may see what, and where message-level answers come from.
 
 Every instance serves the whole view: the delivery list and KPIs from its own KPI view, the actions by
-publishing to Kafka, and message-level pages (sending logs) from the partition's owner, here or
-forwarded there.
+publishing to Kafka, and message-level answers (sending logs) from the partition's owner, here or
+forwarded there. A delivery's page is always made here; only its sending logs are asked of the owner.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from consumer.web.auth import Auth, Identity
 from consumer.web.csrf import JSON, Csrf, media_type
 from consumer.web.headers import secured
 from consumer.web.owner_state import STATUSES, OwnerState
-from consumer.web.owners import INSTANCE_PATH, Owners, forward, is_routed, redirect
+from consumer.web.owners import INSTANCE_PATH, OwnerClient, Owners, OwnerUnreachable, forward, is_routed, redirect
 from consumer.web.routes import Route
 from consumer.web.signin import THROTTLED, SignIn, client_address
 from consumer.web.table import KpiEntry, KpiTable
@@ -219,30 +219,52 @@ class WebApp:
             return _json(200, kpi) if kpi else _json(404, {"error": f"unknown delivery {delivery_id!r}"})
         if entry is None:
             return self._error(request, identity, 404, f"No delivery {delivery_id!r}.")
-        return self._at_owner(
-            request, entry, lambda problem: self._delivery_page(request, identity, entry, cursor, problem)
-        )
+        # The page is made here, never forwarded: its form tokens are checked here when the user acts (each
+        # instance's own secret without sendtrack_secret_file) and its cursor is this view's. Only the sending
+        # logs come from the owner.
+        owner, problem = self._owner_url(request, entry.partition)
+        try:
+            logs = self._sending_logs(request, entry.delivery_id, self._logs_source(request, owner), problem)
+        except OwnerUnreachable as exc:
+            return self._unreachable(request, owner or "", entry.partition, exc)
+        return self._delivery_page(request, identity, entry, cursor, logs)
 
-    def _delivery_page(
-        self, request: Request, identity: Identity, entry: KpiEntry, cursor: str, problem: str | None
-    ) -> Response:
-        delivery_id = entry.kpi["delivery_id"]
+    def _logs_source(self, request: Request, owner: str | None) -> OwnerState | OwnerClient | None:
+        if owner is None:
+            return self._owner_state
+        return OwnerClient(request, owner, self._forward_timeout_s, self._forward_context)
+
+    def _sending_logs(
+        self, request: Request, delivery_id: str, source: OwnerState | OwnerClient | None, problem: str | None
+    ) -> dict[str, Any]:
+        """The page's sending logs part: a page of messages by status, and the message looked up, or the problem."""
         after, message_id = _param(request, "after"), _param(request, "message")
         status = _status_param(request, FAILED)
-        sending_logs: dict[str, Any] = {
+        logs: dict[str, Any] = {
             "problem": problem,
             "after": after,
             "message_query": message_id,
             "status": status or ALL,
             "statuses": (*STATUSES, ALL),
         }
-        if problem is None:
-            try:
-                sending_logs["page"] = self._state().messages(delivery_id, status, after, PAGE_SIZE)
-                sending_logs["message"] = self._state().message(delivery_id, message_id) if message_id else None
-            except Exception as exc:  # the partition moved away mid-read: the KPIs still show
-                self._log.warning("sending_logs_unavailable", delivery_id=delivery_id, error=str(exc))
-                sending_logs["problem"] = "The sending logs could not be read here just now; reload in a moment."
+        if problem is not None or source is None:
+            return logs
+        try:
+            logs["page"] = source.messages(delivery_id, status, after, PAGE_SIZE)
+            logs["message"] = source.message(delivery_id, message_id) if message_id else None
+        except OwnerUnreachable:
+            raise  # the browser goes to the owner itself
+        except Exception as exc:  # the partition moved away mid-read: the KPIs still show
+            self._log.warning("sending_logs_unavailable", delivery_id=delivery_id, error=str(exc))
+            if self._owners is not None:
+                self._owners.invalidate()
+            logs["problem"] = "The sending logs could not be read here just now; reload in a moment."
+        return logs
+
+    def _delivery_page(
+        self, request: Request, identity: Identity, entry: KpiEntry, cursor: str, logs: dict[str, Any]
+    ) -> Response:
+        delivery_id = entry.kpi["delivery_id"]
         notice = _param(request, "notice")
         return _html(
             200,
@@ -252,7 +274,7 @@ class WebApp:
                 kpi=entry.kpi,
                 partition=entry.partition,
                 cursor=cursor,
-                logs=sending_logs,
+                logs=logs,
                 chart=pages.chart(self.kpis.history(delivery_id), entry.kpi),
                 can_confirm=self.auth.can_confirm(identity),
                 can_act=self.auth.can_act(identity),
@@ -337,23 +359,35 @@ class WebApp:
     def _at_owner(self, request: Request, entry: KpiEntry, local: Callable[[str | None], Response]) -> Response:
         """Answered here when this instance owns the partition, else by the owner: forwarded, or redirected
         when it cannot be reached from here. `local` gets the problem to show when nobody can answer."""
-        partition = entry.partition
-        if partition in self._owned():
-            return local(None)
-        if is_routed(request) or self._owners is None:
-            return local(f"The sending logs live with the owner of partition {partition}, not here; retry shortly.")
-        owner = self._owners.owner_of(partition)
-        if owner is None or owner == self._advertised_url:
-            return local(f"No instance owns partition {partition} right now (a rebalance?); retry shortly.")
+        owner, problem = self._owner_url(request, entry.partition)
+        if owner is None:
+            return local(problem)
+        assert self._owners is not None  # an owner was found with it
         try:
             answer = forward(request, owner, self._forward_timeout_s, self._forward_context)
         except OSError as exc:
-            self._log.warning("forward_failed", owner=owner, partition=partition, error=str(exc))
-            self._owners.invalidate()
-            return redirect(request, owner)
+            return self._unreachable(request, owner, entry.partition, exc)
         if answer.status >= 500:
             self._owners.invalidate()
         return answer
+
+    def _owner_url(self, request: Request, partition: int) -> tuple[str | None, str | None]:
+        """(the other instance to ask, the problem to show instead); both None when the partition is owned here."""
+        if partition in self._owned():
+            return None, None
+        if is_routed(request) or self._owners is None:
+            return None, f"The sending logs live with the owner of partition {partition}, not here; retry shortly."
+        owner = self._owners.owner_of(partition)
+        if owner is None or owner == self._advertised_url:
+            return None, f"No instance owns partition {partition} right now (a rebalance?); retry shortly."
+        return owner, None
+
+    def _unreachable(self, request: Request, owner: str, partition: int, exc: Exception) -> Response:
+        """The owner cannot be reached from here: the browser is sent to it, marked as routed."""
+        self._log.warning("forward_failed", owner=owner, partition=partition, error=str(exc))
+        if self._owners is not None:
+            self._owners.invalidate()
+        return redirect(request, owner)
 
     def _owned(self) -> set[int]:
         return self._owner_state.owned_partitions() if self._owner_state is not None else set()

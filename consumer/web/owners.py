@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from ssl import SSLContext
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -23,7 +24,8 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.ops import logging as logs
 from consumer.ops.exchange import Request, Response
-from consumer.web.routes import encoded_path
+from consumer.web.owner_state import BounceRow, MessageDetail, MessagePage, MessageRow
+from consumer.web.routes import encoded_path, segment
 
 CLIENT_ID_PREFIX = "sendtrack@"
 FORWARDED_HEADER = "x-sendtrack-forwarded"  # a forwarded request is answered where it lands, never sent on
@@ -206,6 +208,67 @@ def redirect(request: Request, owner_url: str) -> Response:
 def _query_string(request: Request, query: dict[str, list[str]] | None = None) -> str:
     pairs = [(k, v) for k, values in (query or request.query).items() for v in values]
     return "?" + urlencode(pairs) if pairs else ""
+
+
+# -- the owner's sending logs for a page made here -------------------------------------------------------------
+class OwnerUnreachable(Exception):
+    """The owner did not answer at all: the browser may go there itself (`redirect`)."""
+
+
+class OwnerAnswerError(Exception):
+    """The owner answered, but not with the sending logs (it lost the partition, or failed)."""
+
+
+class OwnerClient:
+    """The message-level answers of another instance (its JSON API), for a delivery page made here.
+
+    The page itself is this instance's: its form tokens are checked here when the user acts (by a secret that
+    may be this process's own) and its live-update cursor is this view's. Only the sending logs, which live
+    with the owner, are asked of it, with the user's credentials, marked as forwarded.
+    """
+
+    def __init__(
+        self, request: Request, owner_url: str, timeout_s: float = 5.0, context: SSLContext | None = None
+    ) -> None:
+        self._request = request
+        self._owner_url = owner_url
+        self._timeout_s = timeout_s
+        self._context = context
+
+    def messages(self, delivery_id: str, status: str | None, after: str | None, limit: int) -> MessagePage:
+        query = {"limit": [str(limit)]}
+        query |= {"status": [status]} if status else {}
+        query |= {"after": [after]} if after else {}
+        body = self._ask(delivery_id, query)
+        if body is None:  # the owner's view has not read the delivery yet
+            raise OwnerAnswerError(f"{self._owner_url} does not know {delivery_id!r} yet")
+        return MessagePage([MessageRow(**row) for row in body["messages"]], body["next_after"])
+
+    def message(self, delivery_id: str, message_id: str) -> MessageDetail | None:
+        body = self._ask(delivery_id, {"message_id": [message_id]})
+        if body is None:
+            return None
+        body.pop("delivery_id", None)
+        bounces = [BounceRow(**bounce) for bounce in body.pop("bounces")]
+        return MessageDetail(**body, bounces=bounces)
+
+    def _ask(self, delivery_id: str, query: dict[str, list[str]]) -> dict[str, Any] | None:
+        """The owner's JSON answer about the delivery's messages; None when it answers 404."""
+        path, raw_path = (f"/api/deliveries/{d}/messages" for d in (delivery_id, segment(delivery_id)))
+        headers = {**self._request.headers, "accept": "application/json"}
+        asked = replace(
+            self._request, method="GET", path=path, raw_path=raw_path, query=query, headers=headers, body=b""
+        )
+        try:
+            answer = forward(asked, self._owner_url, self._timeout_s, self._context)
+        except OSError as exc:
+            raise OwnerUnreachable(str(exc)) from exc
+        body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise OwnerAnswerError(f"{self._owner_url} answered {answer.status}: {body[:200]!r}")
+        return json.loads(body)
 
 
 def _response(status: int, headers: Any, body: bytes | Iterator[bytes]) -> Response:

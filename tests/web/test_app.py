@@ -159,6 +159,35 @@ def test_a_non_owner_forwards_to_the_owner(open_view: View) -> None:
         assert api["failed"][0]["message_id"] == "m000"
 
 
+def test_a_page_whose_owner_is_elsewhere_is_made_here_so_its_forms_work_here(web_config: Path) -> None:
+    """Each instance keys its form tokens with its own secret when no sendtrack_secret_file is shared: a page the
+    owner made (forwarded whole) carried tokens that this instance, which the form posts to, refused (403), and
+    the confirmation was never published. The page is made here; only its sending logs are the owner's."""
+    owner = View(Auth(load_web_config(web_config)), owned={0, 1})
+    with serve(owner.app) as owner_url:
+        here = View(Auth(load_web_config(web_config)), owners=Owners(lambda: {0: owner_url, 1: owner_url}), owned=set())
+        response = form(here, "confirm", ALICE, csrf_of(here, ALICE))
+        assert response.status == 303 and len(here.publisher.records) == 1
+        page = text(here.get("/deliveries/d2", HTML | ALICE))
+        assert f'data-cursor="{here.kpis.cursor()}"' in page  # live updates follow this instance's own view
+        assert "Confirmation sent" in text(here.get("/deliveries/d2", HTML | ALICE, notice="confirm"))
+        assert ("messages", "d2", "FAILED", None, 50) in owner.owner_state.calls and not here.owner_state.calls
+
+
+def test_the_owners_sending_logs_on_a_page_made_here(open_view: View) -> None:
+    owner = View(Auth(), owned={0})
+    with serve(owner.app) as owner_url:
+        here = View(Auth(), owners=Owners(lambda: {0: owner_url}), owned=set())
+        sent = text(here.get("/deliveries/d1", HTML, status="ALL", after="m118"))
+        assert "m119" in sent and "m200" in sent and "m118<" not in sent and 'rel="next"' not in sent
+        page = text(here.get("/deliveries/d1", HTML, message="m007"))
+        assert "Message m007" in page and "HARD_BOUNCE" in page and "user_unknown" in page and "<td>hard</td>" in page
+        assert "No message ghost" in text(here.get("/deliveries/d1", HTML, message="ghost"))
+        owner.owner_state.partitions = set()  # the owner lost the partition: the KPIs still show, and say so
+        moved = text(here.get("/deliveries/d1", HTML))
+        assert "could not be read here just now" in moved and "90.00 %" in moved
+
+
 def test_an_unreachable_owner_means_a_redirect_and_a_routed_request_is_answered_where_it_lands() -> None:
     with serve(View(Auth()).app) as gone:
         pass

@@ -184,7 +184,10 @@ def test_in_a_browser_against_the_running_instances(cluster, browser):
     alice = browser(**ALICE).new_page()
     alice.goto(urls["a"] + "/deliveries/await-2")
     alice.click("#confirm")
-    pipeline.wait_for_kpis({"await-2": {"state": "CONFIRMED"}}, processes=processes)
+    screenshot(alice, "instances-confirm-sent")
+    confirmed = pipeline.wait_for_kpis({"await-2": {"state": "CONFIRMED"}}, processes=processes)
+    # Diagnostic: wait_for_kpis gives up silently; a confirmation that was never published says why here.
+    assert confirmed["await-2"]["state"] == "CONFIRMED", refusals(pipeline)
     alice.goto(urls["a"] + "/deliveries/await-2")
     expect(alice.locator("body")).to_contain_text("CONFIRMED", timeout=20_000)
     screenshot(alice, "instances-confirmed")
@@ -197,6 +200,17 @@ def test_in_a_browser_against_the_running_instances(cluster, browser):
         time.sleep(0.3)
     assert pipeline.kpis()[failing]["version"] > version  # Compute stats published a KPI
     screenshot(alice, "instances-compute-stats")
+
+
+def refusals(pipeline) -> str:
+    """The instances' refused actions (web_action_denied lines of <workdir>/<instance>.log)."""
+    lines = [
+        f"{log.stem}: {line}"
+        for log in sorted(pipeline.workdir.glob("*.log"))
+        for line in log.read_text().splitlines()
+        if "web_action_denied" in line
+    ]
+    return "the confirmation never reached the topic; refused actions:\n" + "\n".join(lines or ["(none)"])
 
 
 def mta_event(delivery_id: str, message_id: str, kind: str, at: int) -> dict:
