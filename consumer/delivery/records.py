@@ -53,6 +53,11 @@ def counted_prefixes(delivery_id: str) -> tuple[bytes, bytes]:
     return b"".join((COUNTED, delivery_id.encode(), _SEP)), b"".join((REJECTED, delivery_id.encode(), _SEP))
 
 
+def per_message_prefixes(delivery_id: str) -> tuple[bytes, ...]:
+    """Every key of the delivery's message-level state: messages, engagements and rejections counted once."""
+    return (messages_prefix(delivery_id), *counted_prefixes(delivery_id))
+
+
 def split_key(key: bytes) -> tuple[bytes, str, str]:
     """(kind prefix, delivery_id, rest) of a message, counted-event or rejection key."""
     delivery_id, _, rest = key[2:].partition(_SEP)

@@ -22,6 +22,7 @@ from consumer.delivery import records
 from consumer.delivery.intake import Intake
 from consumer.delivery.merge import merge
 from consumer.delivery.partition import PartitionRuntime
+from consumer.delivery.view import leftovers_of_archived
 from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import OutputProducer
@@ -116,8 +117,14 @@ class DeliveryStage:
         return dict(opened)
 
     def _runtime_after_restore(self, partition: int, restored: Restored) -> PartitionRuntime:
-        runtime, result = self.runtime(partition, restored.store), restored.result
+        result = restored.result
         touched = {delivery_id for key in result.touched if (delivery_id := records.delivery_of(key)) is not None}
+        store = restored.store
+        leftovers = [key for delivery_id in sorted(touched) for key in leftovers_of_archived(store, delivery_id)]
+        if leftovers:  # before the processor loads the live deliveries
+            restored.store.write(dict.fromkeys(leftovers), {})
+            self._log.warning("restore_dropped_archived_leftovers", partition=partition, keys=len(leftovers))
+        runtime = self.runtime(partition, restored.store)
         for delivery_id in sorted(touched):  # replayed records are made consistent by a recompute
             if runtime.processor.compute_stats(delivery_id, publish=False) is False:
                 self._metrics.stats_mismatches.labels("restore").inc()

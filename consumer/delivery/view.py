@@ -85,7 +85,7 @@ class StateView:
         return None if value is None else records.decode_delivery(value)
 
     def drop_messages(self, delivery_id: str) -> None:
-        for prefix in (records.messages_prefix(delivery_id), *records.counted_prefixes(delivery_id)):
+        for prefix in records.per_message_prefixes(delivery_id):
             self._dropped.update(key for key, _ in self._store.scan(prefix))
             for key in [key for key in self._counted if key.startswith(prefix)]:
                 del self._counted[key]
@@ -151,3 +151,14 @@ class StateView:
         self._dropped.clear()
         self._watermark = None
         return changes
+
+
+def leftovers_of_archived(store: PartitionStore, delivery_id: str) -> list[bytes]:
+    """Keys an archived delivery no longer has: its live record, its messages and counted events. A restore keeps
+    them if it missed their tombstones: compacted away (after the changelog's delete.retention.ms) while the store
+    was offline, or a fenced transaction's records that a broker showed. Empty for a delivery not archived."""
+    if store.get(records.archived_key(delivery_id)) is None:
+        return []
+    keys = [key for prefix in records.per_message_prefixes(delivery_id) for key, _ in store.scan(prefix)]
+    live = records.delivery_key(delivery_id)
+    return [*keys, live] if store.get(live) is not None else keys

@@ -12,9 +12,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from consumer.kafka.access import denial
 from consumer.kafka.topics import Topics
 
-# Compaction only cleans closed segments: Kafka's default 1 GiB segment would leave that much of the changelog
-# (and of the KPI topic) uncompacted for a restore or a reader from the start to replay. 64 MiB bounds it.
-COMPACTED = {"cleanup.policy": "compact", "segment.bytes": str(64 * 1024 * 1024)}
+# What a restore (or a reader from the start) replays is the compacted log plus what compaction has not reached:
+# - compaction cleans closed segments only: Kafka's defaults (1 GiB, 7 days) left that much uncompacted; 64 MiB or
+#   an hour bounds it;
+# - tombstones (an archived delivery's records) stay readable for delete.retention.ms (Kafka: a day, a day of
+#   deletions to replay): an hour here. A store offline for longer restores without them; the delivery stage drops
+#   what an archived delivery left behind (delivery/view.py, leftovers_of_archived).
+COMPACTED = {
+    "cleanup.policy": "compact",
+    "segment.bytes": str(64 * 1024 * 1024),
+    "segment.ms": str(3_600_000),
+    "delete.retention.ms": str(3_600_000),
+}
 
 
 class TopicLayoutError(RuntimeError):

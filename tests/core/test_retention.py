@@ -10,7 +10,7 @@ from consumer.core.delivery import DeliveryState
 from consumer.core.processor import ARCHIVED, PartitionProcessor, kpi_record
 from consumer.delivery import records
 from consumer.delivery.merge import merge
-from consumer.delivery.view import StateView
+from consumer.delivery.view import StateView, leftovers_of_archived
 from consumer.state.changelog import ChangelogRecord, apply_changelog
 from consumer.state.memory import MemoryStore
 from consumer.state.store import OFFSETS_PREFIX
@@ -228,3 +228,20 @@ def test_archived_deliveries_cost_a_small_constant_and_nothing_per_step(monkeypa
     sizes = [len(key) + len(value) for key, value in live_records.items() if key.startswith(records.ARCHIVED)]
     assert len(sizes) == len(archived) and max(sizes) < 700  # about 620 bytes for these ids
     assert len(live_records) - len(archived) < 10  # the live send, the watermark
+
+
+def test_a_restore_that_missed_the_tombstones_drops_what_an_archived_delivery_left() -> None:
+    partition = Partition()
+    sent_send(partition)
+    partition.checkpoint(now_ms=END)
+    before = dict(partition.store.scan(b""))
+    archive(partition)
+    # A store offline while the changelog's tombstones were compacted away: it restores the archived record only.
+    stale = MemoryStore()
+    stale.write(before, {})
+    stale.write({records.archived_key("d"): partition.store.get(records.archived_key("d"))}, {})
+    leftovers = leftovers_of_archived(stale, "d")
+    assert set(leftovers) == keys_of(stale, "d") | {records.delivery_key("d")} and keys_of(stale, "d")
+    stale.write(dict.fromkeys(leftovers), {})
+    assert PartitionProcessor(StateView(stale)).delivery_ids() == []  # no live copy beside the archived one
+    assert leftovers_of_archived(partition.store, "never-archived") == []

@@ -106,7 +106,8 @@ def render(lines: list[dict[str, Any]], summary: list[str], command: str, second
         restore = run["restore"]
         out.append(
             f"- {run['seconds']:.0f} s at {run['rate']:,.0f} events/s offered ({run['events']:,} events,"
-            f" {run['deliveries']:,} deliveries, retention {run['retention_s']:g} s), {run['samples']} samples every"
+            f" {run['deliveries']:,} deliveries, retention {run['retention_s']:g} s, changelog compaction timings"
+            f" {run.get('compaction_s', 'as created')} s), {run['samples']} samples every"
             f" 10 s. Slopes (least squares): {slopes}. Last sample: {last}. Every KPI exact and archived with its"
             f" final figures. A fresh instance then restored {restore['records']:,.0f} changelog records in"
             f" {restore['restore_s']:g} s (start to ready {restore['start_to_ready_s']:g} s;"

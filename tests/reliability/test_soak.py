@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from consumer.cli.workload import Workload, WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
@@ -165,6 +166,20 @@ def test_soak(kafka, tmp_path):
 
 
 ROLLING_RETENTION_S = 20.0
+# The changelog's compaction timings scaled down with the retention (20 s for 30 days): the product's hour of
+# uncompacted segment and of tombstones (consumer/kafka/admin.py) would outlast the soak itself.
+COMPACTION_S = 60
+
+
+def scale_compaction(pipeline: Pipeline, seconds: int) -> None:
+    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
+    timings = {"segment.ms": seconds * 1000, "delete.retention.ms": seconds * 1000, "min.cleanable.dirty.ratio": 0.1}
+    entries = [
+        ConfigEntry(name, str(value), incremental_operation=AlterConfigOpType.SET) for name, value in timings.items()
+    ]
+    resource = ConfigResource("topic", pipeline.topics.changelog, incremental_configs=entries)
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
 
 
 @pytest.mark.parametrize(
@@ -176,6 +191,7 @@ def test_rolling_soak(kafka, tmp_path, seconds):
     rate = float(os.environ.get("SENDTRACK_SOAK_RATE", 12_000))
     base = generate(WorkloadSpec(deliveries=4, messages=1_500, ended=4, seed=43, duplicate_rate=0.02))
     pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
+    scale_compaction(pipeline, COMPACTION_S)
     port = free_port()
     process = pipeline.start("rolling", http_port=port, state_retention_s=ROLLING_RETENTION_S)
     state_dir = tmp_path / "state-rolling"
@@ -200,7 +216,8 @@ def test_rolling_soak(kafka, tmp_path, seconds):
         slopes = {name: round(slope_per_minute([(t, s[name]) for t, s in samples]), 3) for name in samples[0][1]}
         record(
             "rolling_soak", seconds=seconds, rate=rate, events=sum(w["events"] for w in sent), deliveries=len(final),
-            samples=len(samples), retention_s=ROLLING_RETENTION_S, slopes_per_min=slopes, last=samples[-1][1],
+            samples=len(samples), retention_s=ROLLING_RETENTION_S, compaction_s=COMPACTION_S, slopes_per_min=slopes,
+            last=samples[-1][1],
             restore=restore, exact=1,
         )  # fmt: skip
     finally:
