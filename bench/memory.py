@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             create_topics=True, partitions=4, session_timeout_ms=6_000, state_retention_s=args.retention,
         )  # fmt: skip
         service = build_service(settings)
-        threading.Thread(target=service.run, name="service", daemon=True).start()
+        running = threading.Thread(target=service.run, name="service", daemon=True)
+        running.start()
         while not service.readiness()[0]:
             time.sleep(0.2)
         tracemalloc.start(12)
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = stat.traceback[0]
             print(f"  {stat.size_diff / 2**20:+8.2f} MB {stat.count_diff:+9d} blocks  {frame.filename}:{frame.lineno}")
         service.stop()
+        running.join(60)  # before the broker goes
     return 0
 
 
