@@ -15,10 +15,12 @@ the record key (delivery_id), so a delivery's records are read and written throu
 event (a marshalled tuple, the cheapest encoding of it): Quix offers no per-checkpoint hook, so nothing can
 be kept in memory across records without breaking its exactly-once rewind.
 
-What it does not do that sendtrack does: no re-evaluation of messages on a validity end or an EFS switch
-(Quix's state cannot list a key's messages; the bench's workload needs neither: no delivery ends during
-it, and Quix's time alignment of concatenated topics applies each PREPARED before later MTA events; an
-EFS switch with messages already counted raises, so it cannot give a wrong figure silently), one KPI per
+Quix's state cannot list a key's messages, so where sendtrack walks a delivery's messages the baseline keeps
+the counters for both EFS settings (each message change moves both) and swaps them when a PREPARED switches
+EFS: MTA events can be applied before their delivery's PREPARED (Quix's time alignment of the two topics is
+best effort), and the first full run met exactly that.
+
+What it does not do that sendtrack does: no validity end (the bench's workload has none), one KPI per
 changing event rather than one per changed delivery per checkpoint, no sending logs, no dead letters
 (a bad record stops the application, Quix's default), no clock-skew cap, no retention or archiving, no
 changelog merge on restore (Quix replays its changelog as it is), no metrics or HTTP endpoints.
@@ -42,7 +44,7 @@ from consumer.core.kpi import KpiCounters
 
 # The core's per-event rules (private to the processor, whose batch and partition machinery Quix replaces).
 from consumer.core.processor import _COUNTED_TOTAL, REJECTED_CONFIRMATION, _count, _learn, kpi_record
-from consumer.core.status import NO_CONTRIBUTION, MessageState, contribution, message_status
+from consumer.core.status import NO_CONTRIBUTION, Contribution, MessageState, contribution, message_status
 from consumer.delivery.records import decode_message, encode_message
 
 # Keys within a delivery's state (Quix prefixes each with the record key, the delivery_id).
@@ -57,21 +59,25 @@ _DELIVERY_FIELDS = tuple(f.name for f in fields(DeliveryState))
 _COUNTERS = _DELIVERY_FIELDS.index("counters")
 _delivery_values = attrgetter(*_DELIVERY_FIELDS)
 _counter_values = attrgetter(*(f.name for f in fields(KpiCounters)))
+# What a message contributes, so what differs between the counters under either EFS setting (not the totals
+# of events counted once per id).
+_PER_MESSAGE = tuple(f.name for f in fields(KpiCounters) if f.name not in _COUNTED_TOTAL.values())
 
 
-def dump_delivery(delivery: DeliveryState) -> bytes:
-    """The delivery's record as a marshalled tuple of its fields. Quix reads and writes it on every event, and
-    this is about ten times faster than sendtrack's JSON record (records.encode_delivery), which is written
-    once per checkpoint: the baseline should not pay for an encoding chosen for another access pattern."""
+def dump_delivery(delivery: DeliveryState, other: KpiCounters) -> bytes:
+    """The delivery's record and its counters under the other EFS setting, as a marshalled tuple. Quix reads and
+    writes it on every event, and this is about ten times faster than sendtrack's JSON record
+    (records.encode_delivery), written once per checkpoint: the baseline should not pay for an encoding chosen
+    for another access pattern."""
     values = list(_delivery_values(delivery))
     values[_COUNTERS] = _counter_values(delivery.counters)
-    return marshal.dumps(tuple(values))
+    return marshal.dumps((*values, _counter_values(other)))
 
 
-def load_delivery(raw: bytes) -> DeliveryState:
-    values = list(marshal.loads(raw))
+def load_delivery(raw: bytes) -> tuple[DeliveryState, KpiCounters]:
+    *values, other = marshal.loads(raw)
     values[_COUNTERS] = KpiCounters(*values[_COUNTERS])
-    return DeliveryState(*values)
+    return DeliveryState(*values), KpiCounters(*other)
 
 
 class Store(Protocol):
@@ -85,16 +91,16 @@ class Store(Protocol):
 def apply_event(event: Event, state: Store) -> list[dict[str, Any]]:
     """Apply one event to its delivery's state: the delivery's new KPI record if it changed, else nothing."""
     raw = state.get_bytes(DELIVERY)
-    delivery = load_delivery(raw) if raw else DeliveryState(event["delivery_id"], efs=False)
+    delivery, other = load_delivery(raw) if raw else (DeliveryState(event["delivery_id"], efs=False), KpiCounters())
     changed = _see_event_time(delivery, event["occurred_at"])
     if "message_id" in event:
-        changed = _apply_mta(delivery, event, state) or changed
+        changed = _apply_mta(delivery, other, event, state) or changed
     else:
-        changed = _apply_lifecycle(delivery, event, state) or changed
+        changed = _apply_lifecycle(delivery, other, event, state) or changed
     if not changed:
         return []
     delivery.version += 1
-    state.set_bytes(DELIVERY, dump_delivery(delivery))
+    state.set_bytes(DELIVERY, dump_delivery(delivery, other))
     return [kpi_record(delivery)]
 
 
@@ -113,7 +119,15 @@ def _count_once(state: Store, key: bytes) -> bool:
     return True
 
 
-def _apply_mta(delivery: DeliveryState, event: Event, state: Store) -> bool:
+def _contributions(message: MessageState, efs: bool, final: bool) -> tuple[str | None, Contribution, Contribution]:
+    """The message's status, and its contribution under the delivery's EFS setting and under the other one."""
+    if not message.facts:
+        return None, NO_CONTRIBUTION, NO_CONTRIBUTION
+    status = message_status(message.facts, efs, final)
+    return status, contribution(message, status), contribution(message, message_status(message.facts, not efs, final))
+
+
+def _apply_mta(delivery: DeliveryState, other: KpiCounters, event: Event, state: Store) -> bool:
     kind = event["type"]
     counted = kind in _COUNTED_TOTAL and _count_once(state, COUNTED + event["event_id"].encode())
     if counted:
@@ -121,19 +135,19 @@ def _apply_mta(delivery: DeliveryState, event: Event, state: Store) -> bool:
     key = MESSAGE + event["message_id"].encode()
     raw = state.get_bytes(key)
     message = decode_message(raw) if raw else MessageState()
-    old_status = message_status(message.facts, delivery.efs, delivery.final)
-    old = contribution(message, old_status) if message.facts else NO_CONTRIBUTION
+    old_status, old, old_other = _contributions(message, delivery.efs, delivery.final)
     if not _learn(message, event, kind):
         return counted
-    new_status = message_status(message.facts, delivery.efs, delivery.final)
-    delivery.counters.move(old, contribution(message, new_status))
+    new_status, new, new_other = _contributions(message, delivery.efs, delivery.final)
+    delivery.counters.move(old, new)
+    other.move(old_other, new_other)
     if new_status != old_status:
         message.changes += 1  # sendtrack numbers its sending logs by it; kept so the records match
     state.set_bytes(key, encode_message(message))
     return True
 
 
-def _apply_lifecycle(delivery: DeliveryState, event: Event, state: Store) -> bool:
+def _apply_lifecycle(delivery: DeliveryState, other: KpiCounters, event: Event, state: Store) -> bool:
     efs_before = delivery.efs
     result = apply_delivery_event(delivery, event, efs_default=False)
     if isinstance(result, Rejection):
@@ -141,10 +155,16 @@ def _apply_lifecycle(delivery: DeliveryState, event: Event, state: Store) -> boo
             return False
         _count(delivery.counters, REJECTED_CONFIRMATION)
         return True
-    if delivery.efs != efs_before and delivery.counters.processed:
-        # sendtrack walks the delivery's messages here; Quix's state cannot list them.
-        raise NotImplementedError(f"EFS switched on {delivery.delivery_id} after its messages were counted")
+    if delivery.efs != efs_before:  # sendtrack walks the delivery's messages here; Quix's state cannot list them
+        _swap_per_message(delivery.counters, other)
     return bool(result)
+
+
+def _swap_per_message(current: KpiCounters, other: KpiCounters) -> None:
+    for name in _PER_MESSAGE:
+        mine, theirs = getattr(current, name), getattr(other, name)
+        setattr(current, name, theirs)
+        setattr(other, name, mine)
 
 
 # -- the application ---------------------------------------------------------------------------------------
