@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from consumer.kafka.brokers.base import HOST, DevBroker, DevBrokerError, free_port
 
@@ -179,11 +180,6 @@ class ApacheKafkaBroker(DevBroker):
     """A single-node Apache Kafka (KRaft) broker on 127.0.0.1 with a throwaway data directory."""
 
     name = "Apache Kafka"
-
-    @property
-    def description(self) -> str:
-        return f"Apache Kafka {kafka_version()} (KRaft, one combined node, from Maven Central)"
-
     startup_timeout_s = 90.0
     stop_timeout_s = 5.0  # the data is thrown away: a broker slow to shut down is killed
 
@@ -191,18 +187,21 @@ class ApacheKafkaBroker(DevBroker):
         self,
         port: int = 0,
         *,
-        log_path: str | os.PathLike[str] | None = None,
-        advertised_port: int | None = None,
-        startup_timeout: float | None = None,
         security: BrokerSecurity | None = None,
         properties: Mapping[str, str] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(port, log_path=log_path, advertised_port=advertised_port, startup_timeout=startup_timeout)
+        """``options``: DevBroker's (log_path, advertised_port, startup_timeout)."""
+        super().__init__(port, **options)
         self._security = security
         self._extra = dict(properties or {})
         self._cluster_id = new_cluster_id()
         self._setup_port: int | None = None
         self._data: Path | None = None
+
+    @property
+    def description(self) -> str:
+        return f"Apache Kafka {kafka_version()} (KRaft, one combined node, from Maven Central)"
 
     @property
     def cluster_id(self) -> str:

@@ -15,8 +15,8 @@ Security, as Tansu 0.6.0 offers it (checked against the binary, not its help tex
 
 from __future__ import annotations
 
-import os
 import uuid
+from typing import Any
 
 from consumer.kafka.brokers.base import DevBroker, DevBrokerError
 
@@ -47,16 +47,10 @@ class TansuBroker(DevBroker):
     stop_timeout_s = 1.0
 
     def __init__(
-        self,
-        port: int = 0,
-        *,
-        log_path: str | os.PathLike[str] | None = None,
-        advertised_port: int | None = None,
-        startup_timeout: float | None = None,
-        cluster_id: str | None = None,
-        authentication: bool = False,
+        self, port: int = 0, *, cluster_id: str | None = None, authentication: bool = False, **options: Any
     ) -> None:
-        super().__init__(port, log_path=log_path, advertised_port=advertised_port, startup_timeout=startup_timeout)
+        """``options``: DevBroker's (log_path, advertised_port, startup_timeout)."""
+        super().__init__(port, **options)
         self._authentication = authentication
         # A unique id lets readiness prove we reached *our* broker and not another one on a requested port.
         self._cluster_id = cluster_id or f"sendtrack-embedded-{uuid.uuid4().hex[:12]}"
