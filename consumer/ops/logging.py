@@ -26,7 +26,9 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line (print() writes the line and its newline apart): processes sharing a stream (the
+        # --workers parent and its workers, unbuffered under PYTHONUNBUFFERED) would interleave half lines.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library (librdkafka via confluent-kafka's `logger` setting):
