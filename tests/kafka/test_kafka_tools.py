@@ -244,7 +244,10 @@ def test_the_consumer_groups_tool_shows_lag_0_once_everything_is_processed_with_
 
 def test_the_consumer_groups_tool_shows_the_real_backlog_of_a_stopped_instance(run):
     assert sum(run.backlog.values()) == sum(BACKLOG.values())
-    assert set(run.backlog) <= {where for lags in run.backlog_lags.values() for where in lags}
+    # A group with no members lists the partitions it has committed: every mta.events partition (the workload filled
+    # them all); a source partition its few unkeyed records never reached has no offset, so it may be missing.
+    listed = {where for lags in run.backlog_lags.values() for where in lags}
+    assert {where for where in run.backlog if where[0] == run.pipeline.topics.mta_events} <= listed
     for group in run.groups():
         shown = run.backlog_lags[group]  # without members the tool lists the partitions with a committed offset
         assert shown == {where: run.backlog.get(where, 0) for where in shown}, group
