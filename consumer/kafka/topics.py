@@ -14,6 +14,12 @@ class Topics:
     sending_logs: str = "sending.logs"
     dlq: str = "sendtrack.dlq"
     changelog: str = "sendtrack.changelog"
+    # The quarantine (--quarantine): the delivery stage's address signals in, keyed by address; the quarantine
+    # stage's compacted statuses out, which the campaign platform reads; its state's changelog (co-partitioned
+    # with address.signals).
+    address_signals: str = "address.signals"
+    address_quarantine: str = "address.quarantine"
+    quarantine_changelog: str = "sendtrack.quarantine.changelog"
 
     @property
     def inputs(self) -> tuple[str, str, str]:

@@ -17,6 +17,7 @@ OPEN = "OPEN"
 CLICK = "CLICK"
 COMPLAINT = "COMPLAINT"
 RELEASE = "RELEASE"  # a manual release (`sendtrack quarantine release`, audited): no delivery, no message
+FORGET = "FORGET"  # erase the address's state (`sendtrack quarantine forget`, audited): the stage's command
 
 SIGNAL_KINDS = (
     HARD_ERROR,
@@ -28,6 +29,7 @@ SIGNAL_KINDS = (
     CLICK,
     COMPLAINT,
     RELEASE,
+    FORGET,
 )
 
 # What each kind says about its message, in the core's terms, so the recipient history reuses the core's status
@@ -44,6 +46,12 @@ MESSAGE_FACTS: dict[str, int] = {
 }
 
 
+def normal_address(address: str) -> str:
+    """The form an address is keyed by: trimmed and case-folded, so `Jane@Example.com` and `jane@example.com` share
+    one quarantine (mail systems treat the domain so, and in practice the local part too)."""
+    return address.strip().lower()
+
+
 @dataclass(frozen=True, slots=True)
 class Signal:
     """One signal; event_id identifies it (a redelivery keeps it), occurred_at is its event time."""
@@ -54,7 +62,7 @@ class Signal:
     delivery_id: str | None = None
     message_id: str | None = None
     reason: str | None = None
-    actor: str | None = None  # who released (RELEASE)
+    actor: str | None = None  # who gave the command (RELEASE, FORGET)
 
     def __post_init__(self) -> None:
         if self.kind not in SIGNAL_KINDS:

@@ -165,6 +165,10 @@ class Settings:
         text=_duration_text,
         help="how long a final delivery keeps its message-level state before it is archived (30d, 12h, never)",
     )
+    # The delivery stage publishes address signals and the instance runs the quarantine stage (consumer/quarantine).
+    quarantine: bool = flag(
+        False, name="--quarantine", switch=True, help="address signals and the quarantine stage (address.quarantine)"
+    )
     session_timeout_ms: int = flag(45_000, name="--session-timeout-ms", parse=int)
     batch_size: int = 5_000
     create_topics: bool = flag(False, name="--create-topics", switch=True, help="create missing topics")
