@@ -17,6 +17,8 @@ DELIVERY_EVENT = "delivery_event"
 MTA_EVENT = "mta_event"
 DELIVERY_KPI = "delivery_kpi"
 SENDING_LOG = "sending_log"
+ADDRESS_SIGNAL = "address_signal"
+ADDRESS_STATUS = "address_status"
 
 
 def schemas_dir() -> Path:
