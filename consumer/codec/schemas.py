@@ -18,7 +18,6 @@ MTA_EVENT = "mta_event"
 DELIVERY_KPI = "delivery_kpi"
 SENDING_LOG = "sending_log"
 ADDRESS_SIGNAL = "address_signal"
-ADDRESS_SIGNAL = "address_signal"
 ADDRESS_STATUS = "address_status"
 
 
