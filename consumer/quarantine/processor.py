@@ -1,7 +1,9 @@
 """Batch apply for the quarantine stage: signals keyed by address in, status records and tombstones out.
 
-Like the core's PartitionProcessor it is pure: it holds the addresses it is given and answers what to publish;
-the stage (not yet wired) gives it a store and produces its output with the checkpoint.
+Like the core's PartitionProcessor it is pure: it reads and stages addresses through an AddressBook (the stage's is
+a view over the partition store, view.py) and answers what to publish; the stage produces it with the checkpoint.
+Time-driven changes (a counter reset, a mailbox_full release, an idle address dropped) come from the book's deadline
+index: each address is filed under the next time the clock must look at it, so a clock step visits only those.
 """
 
 from __future__ import annotations
@@ -9,12 +11,31 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from consumer.quarantine.records import status_record
-from consumer.quarantine.rules import Rules
-from consumer.quarantine.signals import Signal
-from consumer.quarantine.state import DUPLICATE, AddressState, Limits
+from consumer.quarantine.rules import Rules, next_change_at
+from consumer.quarantine.signals import FORGET, Signal
+from consumer.quarantine.state import APPLIED, DUPLICATE, AddressState, Limits
+
+
+class AddressBook(Protocol):
+    """The addresses of one partition, as the processor needs them."""
+
+    def get(self, address: str) -> AddressState | None: ...
+
+    def put(self, state: AddressState, due: int | None) -> None:
+        """Stage a state, filed in the deadline index under `due` (None: time alone will not change it)."""
+
+    def erase(self, address: str) -> None: ...
+
+    def due(self, now: int) -> list[str]:
+        """The addresses filed at or before `now`, in due order."""
+        ...
+
+    def clock(self) -> int: ...
+
+    def put_clock(self, now: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -29,25 +50,25 @@ class QuarantineOutput:
 
 
 class QuarantineProcessor:
-    def __init__(
-        self, rules: Rules | None = None, limits: Limits | None = None, addresses: Iterable[AddressState] = ()
-    ):
+    def __init__(self, book: AddressBook, rules: Rules | None = None, limits: Limits | None = None) -> None:
         self.rules = rules or Rules()
         self.limits = limits or Limits()
-        self._addresses = {state.address: state for state in addresses}
-        self._time = max((state.last_seen or 0 for state in self._addresses.values()), default=0)
+        self._book = book
+        self._time = book.clock()
         self._dirty: set[str] = set()
         self._out = QuarantineOutput()
 
     def apply(self, signals: Iterable[tuple[str, Signal]], now_ms: int | None = None) -> None:
-        """Apply a batch of (address, signal). now_ms, the wall clock, caps how far event times move the clock,
-        as in the core: a future-dated signal is applied but cannot end a window early."""
+        """Apply a batch of (address, signal); a FORGET erases its address. now_ms, the wall clock, caps how far
+        event times move the clock, as in the core: a future-dated signal is applied but cannot end a window early."""
         newest = self._time
         for address, signal in signals:
-            state = self._addresses.get(address)
-            if state is None:
-                state = self._addresses[address] = AddressState.new(address, self.limits)
+            if signal.kind == FORGET:
+                self._out.outcomes[FORGET, APPLIED if self.forget(address) else DUPLICATE] += 1
+                continue
+            state = self._book.get(address) or AddressState.new(address, self.limits)
             outcome = state.apply(signal, self.rules, self.limits)
+            self._book.put(state, self._deadline(state))
             self._out.outcomes[signal.kind, outcome] += 1
             if outcome != DUPLICATE:
                 self._dirty.add(address)
@@ -56,27 +77,33 @@ class QuarantineProcessor:
 
     def advance_clock(self, now_ms: int) -> None:
         """Move time forward: statuses time changes (a counter reset, a mailbox_full release) are republished, and
-        addresses idle with nothing to remember are dropped. Walks every address, like the core's clock step; a
-        stage with many addresses would index them by their next change."""
+        addresses idle with nothing to remember are dropped. Visits only the addresses filed as due."""
         if now_ms <= self._time:
             return
         self._time = now_ms
-        for address, state in list(self._addresses.items()):
+        self._book.put_clock(now_ms)
+        for address in self._book.due(now_ms):
+            state = self._book.get(address)
+            if state is None:
+                continue
             if state.forgettable(now_ms, self.rules, self.limits):
-                self._erase(address)
-            elif state.published is not None and state.status(now_ms, self.rules).status != state.published:
+                self._erase(state)
+                continue
+            if state.published is not None and state.status(now_ms, self.rules).status != state.published:
                 self._dirty.add(address)
+            self._book.put(state, self._deadline(state))
 
     def forget(self, address: str) -> bool:
         """Erase an address (`sendtrack quarantine forget`): its state goes, its record becomes a tombstone. A signal
         that comes later starts a new state from itself alone. False if the address was unknown."""
-        if address not in self._addresses:
+        state = self._book.get(address)
+        if state is None:
             return False
-        self._erase(address)
+        self._erase(state)
         return True
 
     def address(self, address: str) -> AddressState | None:
-        return self._addresses.get(address)
+        return self._book.get(address)
 
     @property
     def now(self) -> int:
@@ -86,18 +113,32 @@ class QuarantineProcessor:
         """One complete status record per changed address; reset the accumulators."""
         out, self._out = self._out, QuarantineOutput()
         for address in sorted(self._dirty):
-            state = self._addresses[address]
+            state = self._book.get(address)
+            assert state is not None, "an erased address is never dirty"
             record = status_record(state, self._time, self.rules)
             out.statuses.append(record)
             if record["status"] != state.published:
                 out.transitions[state.published, record["status"]] += 1
                 state.published = record["status"]
+                self._book.put(state, self._deadline(state))
         self._dirty.clear()
         return out
 
-    def _erase(self, address: str) -> None:
-        state = self._addresses.pop(address)
-        self._dirty.discard(address)
-        self._out.tombstones.append(address)
+    def _deadline(self, state: AddressState) -> int | None:
+        """When the clock must next look at the address: its next change by time, else when it has nothing to
+        remember (idle, and valid by then); never for a quarantined or denylisted address (only a release ends
+        those, and a release is a signal)."""
+        standing = state.standing(self.rules)
+        if standing.quarantined is not None or standing.denylisted is not None:
+            return None
+        change = next_change_at(standing, self.rules)
+        if change is not None and change > self._time:
+            return change  # after it the counter is zero: the address is valid from then on
+        return 0 if state.last_seen is None else state.last_seen + self.limits.idle_after_ms
+
+    def _erase(self, state: AddressState) -> None:
+        self._book.erase(state.address)
+        self._dirty.discard(state.address)
+        self._out.tombstones.append(state.address)
         if state.published is not None:
             self._out.transitions[state.published, None] += 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import load
-from consumer.quarantine.processor import QuarantineProcessor
 from consumer.quarantine.records import status_record
 from consumer.quarantine.rules import (
     ADDRESS_STATUSES,
@@ -17,7 +16,7 @@ from consumer.quarantine.rules import (
 )
 from consumer.quarantine.signals import CLICK, DELIVERED, HARD_ERROR, OPEN, SIGNAL_KINDS, SOFT_ERROR, Signal
 from consumer.quarantine.state import APPLIED, DUPLICATE, LATE, AddressState, Limits
-from tests.quarantine.builders import sig
+from tests.quarantine.builders import new_processor, sig
 
 D = DAY_MS
 RULES = Rules()
@@ -93,7 +92,7 @@ def test_records_encode_with_their_schemas_and_the_enums_match():
 
 
 def test_the_processor_republishes_what_time_changes_and_counts_transitions():
-    processor = QuarantineProcessor()
+    processor = new_processor()
     processor.apply([(ADDRESS, sig(SOFT_ERROR, 0, "r"))])
     out = processor.take_output()
     assert [r["status"] for r in out.statuses] == [ERRONEOUS] and out.transitions == {(None, ERRONEOUS): 1}
@@ -108,13 +107,13 @@ def test_the_processor_republishes_what_time_changes_and_counts_transitions():
 
 
 def test_the_processor_does_not_let_a_future_signal_move_its_clock_past_the_wall_clock():
-    processor = QuarantineProcessor()
+    processor = new_processor()
     processor.apply([(ADDRESS, sig(SOFT_ERROR, 100, "r"))], now_ms=D)
     assert processor.now == D
 
 
 def test_forget_and_idle_addresses_leave_tombstones():
-    processor = QuarantineProcessor(limits=Limits(idle_after_ms=200 * D))
+    processor = new_processor(Limits(idle_after_ms=200 * D))
     processor.apply([("a", sig(HARD_ERROR, 0, "user_unknown")), ("b", sig(DELIVERED, 0)), ("c", sig(DELIVERED, 0))])
     processor.take_output()
     assert processor.forget("a") and not processor.forget("unknown")
