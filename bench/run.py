@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import profile as profiling
 from consumer.cli.produce import send
 from consumer.cli.run import argv
 from consumer.cli.workload import Workload, WorkloadSpec, generate
@@ -46,6 +47,7 @@ from consumer.kafka.topics import Topics
 from consumer.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent
+ARCHIVED_DELIVERIES = 5_000  # in state during the second latency run: its p99 should not move
 Encoded = list[tuple[bytes, bytes]]
 _scenarios = itertools.count(1)  # every scenario of a run gets its own topics
 
@@ -268,20 +270,34 @@ def run_raw(bench: Bench, deliveries: Encoded, mta: Encoded) -> dict[str, Any]:
     }
 
 
-def run_service(bench: Bench, scenario: Scenario, deliveries: Encoded, mta: Encoded, timeout_s: float) -> dict:
+def run_service(
+    bench: Bench, scenario: Scenario, deliveries: Encoded, mta: Encoded, timeout_s: float, profile: bool = False
+) -> dict:
+    """Timed from the first event produced to correct KPIs; with `profile`, py-spy samples the (first) process
+    meanwhile (bench/profile.py)."""
     topics = bench.topics()
     group = f"g-{topics.deliveries}"
-    ports = [bench.start_service(topics, scenario, f"{group}-{i}", group)[1] for i in range(scenario.instances)]
+    started_services = [bench.start_service(topics, scenario, f"{group}-{i}", group) for i in range(scenario.instances)]
+    ports = [port for _, port in started_services]
     wait_ready(ports, bench.partitions)
     reader = bench.kpi_reader(topics)
+    raw_profile = bench.workdir / f"{group}.py-spy.txt"
+    profiler = (
+        profiling.start(started_services[0][0].pid, raw_profile, bench.workdir / "py-spy.log") if profile else None
+    )
     total = len(deliveries) + len(mta)
     started = time.time()
     bench.produce(topics, deliveries, mta)
     finished = reader.wait_until_correct(bench.workload.expected, timeout_s)
     reader.close()
+    if profiler is not None:
+        profiling.stop(profiler)
+    busy = _busy([_get(port, "/metrics")[1] for port in ports])
     bench.stop_all()
     seconds = (finished or time.time()) - started
     return {
+        **busy,
+        **({"profile": profiling.summarise(raw_profile, seconds)} if profiler is not None else {}),
         "name": scenario.name,
         "store": scenario.store,
         "guarantee": scenario.guarantee,
@@ -291,6 +307,16 @@ def run_service(bench: Bench, scenario: Scenario, deliveries: Encoded, mta: Enco
         "seconds": seconds,
         "events_per_s": total / seconds if finished else None,
         "correct": finished is not None,
+    }
+
+
+def _busy(metrics: list[str]) -> dict[str, float]:
+    """Where the instances' time went: inside process() (decode, apply, sending logs produced) and inside
+    checkpoints (KPIs and changelog produced, flush, commit, persist); the rest they waited for records."""
+    names = {"processing": "sendtrack_batch_processing_seconds", "checkpoint": "sendtrack_checkpoint_seconds"}
+    return {
+        f"{name}_seconds": sum(_metric(text, f'{metric}_sum{{stage="delivery"}}') for text in metrics)
+        for name, metric in names.items()
     }
 
 
@@ -364,13 +390,18 @@ def _wait_for_assignment(process: subprocess.Popen, inputs: int) -> None:
     raise RuntimeError("the Quix Streams process exited before its partitions were assigned")
 
 
-def run_latency(bench: Bench, rate: float, seconds: float, timeout_s: float) -> dict[str, Any]:
-    """Produce at a fixed rate with occurred_at = produce time; latency = KPI seen - event produced."""
+def run_latency(bench: Bench, rate: float, seconds: float, timeout_s: float, archived: int = 0) -> dict[str, Any]:
+    """Produce at a fixed rate with occurred_at = produce time; latency = KPI seen - event produced. With
+    `archived`, the instance first archives that many small deliveries, which then sit in its state."""
     topics = bench.topics()
     group = f"g-{topics.deliveries}"
-    port = bench.start_service(topics, Scenario("latency"), f"{group}-0", group)[1]
+    # Archiving waits for the retention after a delivery is final: 1 s instead of 30 days, so that it happens now.
+    extra = {"state_retention_s": 1.0} if archived else {}
+    port = bench.start_service(topics, Scenario("latency"), f"{group}-0", group, **extra)[1]
     wait_ready([port], bench.partitions)
     reader = bench.kpi_reader(topics)
+    if archived:
+        fill_archived(bench, topics, reader, archived, timeout_s)
     bench.produce(topics, encode(bench.workload.delivery_events, DELIVERY_EVENT), [])
     codec = AvroCodec.named(MTA_EVENT)
     producer = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 1, "enable.idempotence": True})
@@ -400,6 +431,7 @@ def run_latency(bench: Bench, rate: float, seconds: float, timeout_s: float) -> 
     latencies = _latencies(produced, reader.seen)
     return {
         "name": "latency at a fixed rate",
+        "archived_deliveries": archived,
         "rate_per_s": rate,
         "events": len(produced),
         "p50_ms": _percentile(latencies, 50),
@@ -407,6 +439,26 @@ def run_latency(bench: Bench, rate: float, seconds: float, timeout_s: float) -> 
         "max_ms": max(latencies) if latencies else None,
         "measured": len(latencies),
     }
+
+
+def fill_archived(bench: Bench, topics: Topics, reader: KpiReader, count: int, timeout_s: float) -> None:
+    """`count` deliveries of two messages whose validity ended, produced and then archived (their last KPI says
+    so); their ids are not the workload's."""
+    spec = WorkloadSpec(deliveries=count, messages=2, seed=3, ended=count)
+    # Each delivery starts a second after the one before: all of them, and their validity ends, lie in the past.
+    now_ms = int(time.time() * 1000)
+    filler = generate(replace(spec, start_ms=now_ms - spec.span_ms() - count * 1_000 - 120_000))
+    rename = {d: f"archived-{d}" for d in WorkloadSpec(deliveries=count).delivery_ids}
+    deliveries, mta = (
+        encode([{**e, "delivery_id": rename[e["delivery_id"]]} for e in events], schema)
+        for events, schema in ((filler.delivery_events, DELIVERY_EVENT), (filler.mta_events, MTA_EVENT))
+    )
+    bench.produce(topics, deliveries, mta)
+    deadline = time.monotonic() + timeout_s
+    while not all(reader.latest.get(d, {}).get("archived") for d in rename.values()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} deliveries not archived in {timeout_s} s")
+        reader.poll()
 
 
 def _latencies(produced: list[tuple[str, int]], seen: list[tuple[float, str, int]]) -> list[float]:
@@ -520,14 +572,20 @@ def markdown(result: dict[str, Any]) -> str:
     if "throughput" in result:
         lines += _throughput_lines(result["throughput"])
         lines += _quix_lines(result)
-    if "latency" in result:
-        lat = result["latency"]
-        lines += [
-            "",
-            f"Latency at {lat['rate_per_s']:,.0f} events/s ({lat['measured']} events): "
-            f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms "
-            "(event produced -> KPI record that reflects it read back, commit interval 1 s).",
-        ]
+    for key in ("latency", "latency_archived"):
+        if key in result:
+            lat = result[key]
+            state = (
+                f" with {lat['archived_deliveries']:,} archived deliveries in state"
+                if lat.get("archived_deliveries")
+                else ""
+            )
+            lines += [
+                "",
+                f"Latency at {lat['rate_per_s']:,.0f} events/s ({lat['measured']} events){state}: "
+                f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms "
+                "(event produced -> KPI record that reflects it read back, commit interval 1 s).",
+            ]
     if "million" in result:
         m = result["million"]
         lines += [
@@ -546,17 +604,27 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def _throughput_lines(runs: list[dict[str, Any]]) -> list[str]:
-    lines = ["", "| scenario | events | seconds | events/s | of the limit | correct |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "| scenario | events | seconds | events/s | of the limit | correct | in batches / checkpoints, s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     limit = runs[0]["events_per_s"]
     for run in runs:
         rate = run["events_per_s"]
         share = f"{rate / limit:.2f}" if rate and limit else "-"
+        busy = (
+            f"{run['processing_seconds']:.2f} / {run['checkpoint_seconds']:.2f}" if "processing_seconds" in run else "-"
+        )
         lines.append(
             f"| {run['name']} | {run['events']} | {run['seconds']:.2f} | "
-            f"{rate:,.0f} | {share} | {'yes' if run['correct'] else 'NO'} |"
+            f"{rate:,.0f} | {share} | {'yes' if run['correct'] else 'NO'} | {busy} |"
             if rate
-            else f"| {run['name']} | {run['events']} | - | - | - | NO |"
+            else f"| {run['name']} | {run['events']} | - | - | - | NO | {busy} |"
         )
+    profiled = next((run for run in runs if "profile" in run), None)
+    if profiled is not None:
+        lines += profiling.markdown_lines(profiled["profile"])
     return lines
 
 
@@ -583,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--million", action="store_true", help="also the 1,000,000-message memory/restore run")
     parser.add_argument("--smoke", action="store_true", help="correctness only: one small service run")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy samples the default scenario's process (bench/profile.py)"
+    )
     parser.add_argument(
         "--only", choices=("service", "ingest"), help="one group: `sendtrack run` scenarios, or ingest per format"
     )
@@ -633,13 +704,17 @@ def run_services(bench: Bench, result: dict[str, Any], args: argparse.Namespace)
     scenarios = SCENARIOS[:1] if args.smoke else SCENARIOS
     result["throughput"] = [run_raw(bench, deliveries, mta)]
     for index, scenario in enumerate(scenarios):
-        result["throughput"].append(run_service(bench, scenario, deliveries, mta, args.timeout))
+        profile = args.profile and index == 0
+        result["throughput"].append(run_service(bench, scenario, deliveries, mta, args.timeout, profile))
         print(json.dumps(result["throughput"][-1]), flush=True)
         if index == 0 and not args.smoke:  # right after the default scenario it is compared with
             run_quix_if_installed(bench, result, deliveries, mta, args.timeout)
     best = result["throughput"][1]["events_per_s"]
     if not args.smoke and best:
         result["latency"] = run_latency(bench, best / 2, args.latency_seconds, args.timeout)
+        result["latency_archived"] = run_latency(
+            bench, best / 2, args.latency_seconds, args.timeout, archived=ARCHIVED_DELIVERIES
+        )
 
 
 def run_quix_if_installed(
