@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumer.cli.options import NOT_ACCEPTED, add, add_bootstrap, connect, kafka_failure, tool
+from consumer.cli.options import NOT_ACCEPTED, add, add_bootstrap, aligned, connect, kafka_failure, tool
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
 from consumer.kafka.access import reader_denial
@@ -78,8 +78,7 @@ COLUMNS = (
 def table(kpis: list[dict[str, Any]]) -> str:
     rows = [[title for title, _, _ in COLUMNS]]
     rows += [[fmt.format(kpi[field]) if kpi[field] is not None else "-" for _, field, fmt in COLUMNS] for kpi in kpis]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+    return aligned(rows)
 
 
 @tool("kpis")

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from consumer.cli import broker, compute_stats, demo, kpis, produce, run, tail
+from consumer.cli import broker, compute_stats, demo, kpis, produce, quarantine, run, tail
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
         ("kpis", kpis, kpis.add_flags, "print the latest KPI of each delivery"),
         ("compute-stats", compute_stats, compute_stats.add_flags, "recompute a delivery's KPIs"),
         ("tail", tail, tail.add_flags, "decode and print the records of any sendtrack topic"),
+        ("quarantine", quarantine, quarantine.add_flags, "an address's quarantine: show, release, forget"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         add_flags(sub)

@@ -49,9 +49,9 @@ def add_bootstrap(parser: argparse.ArgumentParser, required: bool = True) -> Non
     add(parser, "--bootstrap-servers", required=required, help="Kafka bootstrap servers, HOST:PORT[,...]")
 
 
-def add_partitioner(parser: argparse.ArgumentParser) -> None:
+def add_partitioner(parser: argparse.ArgumentParser, producers_of: str = "deliveries") -> None:
     """How keyed records pick their partition: as the producers of `deliveries` do, or a delivery's records
-    land on partition numbers that no single instance owns together."""
+    land on partition numbers that no single instance owns together (`address.signals` for the quarantine tool)."""
     from consumer.kafka.config import PARTITIONERS
 
     add(
@@ -59,7 +59,7 @@ def add_partitioner(parser: argparse.ArgumentParser) -> None:
         "--partitioner",
         choices=PARTITIONERS,
         default="consistent_random",
-        help="librdkafka partitioner of keyed records; murmur2_random next to Java producers of deliveries",
+        help=f"librdkafka partitioner of keyed records; murmur2_random next to Java producers of {producers_of}",
     )
 
 
@@ -129,6 +129,13 @@ def producer(config: Mapping[str, Any], extra: Mapping[str, Any] | None = None) 
 
     timeout_ms = int(ACK_TIMEOUT_S * 1000)
     return CheckedProducer({**config, "enable.idempotence": True, "message.timeout.ms": timeout_ms, **(extra or {})})
+
+
+def aligned(rows: list[list[str]]) -> str:
+    """Rows of cells as text columns, each as wide as its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def kafka_failure(config: Mapping[str, Any], what: str, exc: BaseException) -> ToolError:
