@@ -24,12 +24,16 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.control import COMPUTE_STATS
-from consumer.codec.schemas import DELIVERY_EVENT
+from consumer.codec.schemas import ADDRESS_SIGNAL, DELIVERY_EVENT
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
+from consumer.quarantine.commands import command_key, command_signal
+from consumer.quarantine.privacy import address_ref
+from consumer.quarantine.signals import RELEASE
 from consumer.web.auth import Auth, Identity
 
 CONFIRM = "confirm"
+RELEASE_ACTION = "release"  # of an address
 AWAITING_CONFIRMATION = "AWAITING_CONFIRMATION"
 _REFUSALS = uuid.UUID("6f1d2c1e-6d0b-4a53-9d1c-2a7f0c3e5b10")  # namespace of refused confirmations' event ids
 
@@ -103,6 +107,7 @@ class Actions:
         self._clock = clock
         self._new_id = new_id
         self._codec = AvroCodec.named(DELIVERY_EVENT)
+        self._signals = AvroCodec.named(ADDRESS_SIGNAL)
         self._log = logs.get("sendtrack.web.actions")
         self._done = Counter("sendtrack_web_actions", "Actions published from the view", ["action"], registry=registry)
         self._denied = Counter(
@@ -123,7 +128,7 @@ class Actions:
             return problem or self.deny(CONFIRM, "missing_role", identity, delivery_id, 403, _REFUSED_CONFIRMATION)
         event_id = self._new_id()
         return self._publish_confirmed(identity, delivery_id, event_id) or self._done_outcome(
-            CONFIRM, identity, delivery_id, event_id
+            CONFIRM, identity, {"delivery_id": delivery_id}, event_id
         )
 
     def compute_stats(self, identity: Identity | None, delivery_id: str, kpi: Mapping[str, Any] | None) -> Outcome:
@@ -136,12 +141,48 @@ class Actions:
         command = json.dumps({"command": COMPUTE_STATS, "delivery_id": delivery_id}).encode()
         # Keyed by delivery_id: it lands on the partition, hence the instance, that owns the delivery.
         problem = self._publish(COMPUTE_STATS, self._topics.control, delivery_id, command)
-        return problem or self._done_outcome(COMPUTE_STATS, identity, delivery_id, None)
+        return problem or self._done_outcome(COMPUTE_STATS, identity, {"delivery_id": delivery_id}, None)
+
+    def release(self, identity: Identity | None, address: str) -> Outcome:
+        """Publish a RELEASE of the address (consumer/quarantine/commands.py, as `sendtrack quarantine release`)
+        by a verified user with release_addresses. Nothing is published for a refusal: the quarantine has no
+        record of refused releases; this view's log line (the address as its keyed hash) and counter are the audit."""
+        if identity is None:
+            return self.deny_address(RELEASE_ACTION, "unauthenticated", identity, address, 401)
+        if not identity.authenticated:
+            return self.deny_address(RELEASE_ACTION, "read_only", identity, address, 403)
+        if not self._auth.can_release_addresses(identity):
+            return self.deny_address(RELEASE_ACTION, "missing_role", identity, address, 403, _REFUSED_RELEASE)
+        event_id = self._new_id()
+        signal = command_signal(RELEASE, address, identity.user, int(self._clock() * 1000), event_id)
+        about = {"address_ref": address_ref(address)}
+        try:
+            self._publisher.publish(self._topics.address_signals, command_key(address), self._signals.encode(signal))
+        except PublishError as exc:
+            return self._unpublished(RELEASE_ACTION, about, exc)
+        return self._done_outcome(RELEASE_ACTION, identity, about, event_id)
 
     def deny(
         self, action: str, reason: str, identity: Identity | None, delivery_id: str, status: int, message: str = ""
     ) -> Outcome:
-        """Refuse, and say so: one log line and the denied counter."""
+        """Refuse an action on a delivery, and say so: one log line and the denied counter."""
+        return self._refuse(action, reason, identity, {"delivery_id": delivery_id}, status, message)
+
+    def deny_address(
+        self, action: str, reason: str, identity: Identity | None, address: str, status: int, message: str = ""
+    ) -> Outcome:
+        """Refuse an action on an address; its log line names the address only by its keyed hash."""
+        return self._refuse(action, reason, identity, {"address_ref": address_ref(address)}, status, message)
+
+    def _refuse(
+        self,
+        action: str,
+        reason: str,
+        identity: Identity | None,
+        about: Mapping[str, str],
+        status: int,
+        message: str = "",
+    ) -> Outcome:
         self._denied.labels(action, reason).inc()
         self._log.warning(
             "web_action_denied",
@@ -149,7 +190,7 @@ class Actions:
             reason=reason,
             user=identity.user if identity is not None else None,
             auth=identity.method if identity is not None else None,
-            delivery_id=delivery_id,
+            **about,
         )
         return Outcome(action, status, message or MESSAGES.get(reason, "refused"), reason)
 
@@ -181,27 +222,28 @@ class Actions:
         try:
             self._publisher.publish(topic, delivery_id.encode(), value)
         except PublishError as exc:
-            self._log.error("web_action_not_published", action=action, delivery_id=delivery_id, error=str(exc))
-            return Outcome(action, 503, "Kafka did not acknowledge the request; try again.", "unavailable")
+            return self._unpublished(action, {"delivery_id": delivery_id}, exc)
         return None
 
-    def _done_outcome(self, action: str, identity: Identity, delivery_id: str, event_id: str | None) -> Outcome:
+    def _unpublished(self, action: str, about: Mapping[str, str], exc: PublishError) -> Outcome:
+        self._log.error("web_action_not_published", action=action, error=str(exc), **about)
+        return Outcome(action, 503, "Kafka did not acknowledge the request; try again.", "unavailable")
+
+    def _done_outcome(self, action: str, identity: Identity, about: Mapping[str, str], event_id: str | None) -> Outcome:
+        """Published: one log line (`about`: the delivery id, or the address's keyed hash) and the actions counter."""
         self._done.labels(action).inc()
         self._log.info(
-            "web_action",
-            action=action,
-            user=identity.user,
-            auth=identity.method,
-            delivery_id=delivery_id,
-            event_id=event_id,
+            "web_action", action=action, user=identity.user, auth=identity.method, event_id=event_id, **about
         )
         return Outcome(action, 202, MESSAGES[action], event_id=event_id)
 
 
+_REFUSED_RELEASE = "Releasing an address needs the Release addresses role; this refused attempt is logged."
 _REFUSED_CONFIRMATION = "Confirming a send needs the Start deliveries role; this refused attempt is recorded."
 MESSAGES = {
     CONFIRM: "Confirmation sent: the delivery starts once sendtrack applies it.",
     COMPUTE_STATS: "Compute stats requested: the owning instance recomputes and republishes the KPIs.",
+    RELEASE_ACTION: "Release sent: the address is valid again once the quarantine applies it (usually within seconds).",
     "unauthenticated": "Sign in to do this.",
     "read_only": "This view is read-only: no users are configured (--web-config).",
     "missing_role": "You lack the role this action needs.",

@@ -22,13 +22,35 @@ from consumer.codec.control import COMPUTE_STATS
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
 from consumer.ops.exchange import Request, Response, count
+from consumer.quarantine.privacy import address_ref
 from consumer.web import pages, routes
-from consumer.web.actions import CONFIRM, MESSAGES, Actions, Outcome, Publisher
+from consumer.web.actions import CONFIRM, MESSAGES, RELEASE_ACTION, Actions, Outcome, Publisher
+from consumer.web.addresses import (
+    STATUS_PATH,
+    AddressPlacement,
+    AddressProblem,
+    address_of,
+    ask_owner,
+    history_rows,
+    releasable,
+)
 from consumer.web.auth import Auth, Identity
 from consumer.web.csrf import JSON, Csrf, media_type
 from consumer.web.headers import secured
 from consumer.web.owner_state import STATUSES, OwnerState
-from consumer.web.owners import INSTANCE_PATH, OwnerClient, Owners, OwnerUnreachable, forward, is_routed, redirect
+from consumer.web.owners import (
+    ADDRESS_PARTITIONS,
+    DELIVERY_PARTITIONS,
+    FORWARDED_HEADER,
+    INSTANCE_PATH,
+    OwnerAnswerError,
+    OwnerClient,
+    Owners,
+    OwnerUnreachable,
+    forward,
+    is_routed,
+    redirect,
+)
 from consumer.web.routes import Route
 from consumer.web.signin import THROTTLED, SignIn, client_address
 from consumer.web.table import KpiEntry, KpiTable
@@ -62,12 +84,15 @@ class WebApp:
         heartbeat_s: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
         throttle: Throttle | None = None,
+        addresses: AddressPlacement | None = None,
     ) -> None:
+        """`addresses`: where the quarantine's address records live; None (no quarantine) has no address pages."""
         self.kpis = kpis
         self.auth = auth
         self.actions = Actions(publisher, auth, registry, topics)
         self._owners = owners
         self._owner_state = owner_state
+        self._addresses = addresses
         self._csrf = Csrf(auth.secret)
         self._throttle = throttle or Throttle()
         self._sign_in = SignIn(auth, self._throttle, registry)
@@ -88,6 +113,12 @@ class WebApp:
             Route.of("POST", f"/deliveries/{{delivery_id}}/{{action={ACTIONS}}}", self._form_action),
             Route.of("GET", "/deliveries/{delivery_id}", self._delivery),
             Route.of("GET", "/deliveries/{delivery_id}/sending-logs.csv", self._export),
+            # Addresses travel in POST bodies only: never in a path or query that proxies and access logs keep.
+            Route.of("GET", "/addresses", self._address_search),
+            Route.of("POST", "/addresses", self._address_page),
+            Route.of("POST", "/addresses/release", self._form_release),
+            Route.of("POST", STATUS_PATH, self._api_address),
+            Route.of("POST", "/api/addresses/release", self._api_release),
         ]
 
     def handle(self, request: Request) -> Response | None:
@@ -99,7 +130,8 @@ class WebApp:
         if request.path.startswith("/static/"):
             return self._static(request.path[len("/static/") :])
         if request.path == INSTANCE_PATH:  # public: peers ask it to find owners (a URL and partition numbers)
-            return _json(200, {"url": self._advertised_url, "partitions": sorted(self._owned())})
+            owned = {DELIVERY_PARTITIONS: self._owned(), ADDRESS_PARTITIONS: self._addresses_owned()}
+            return _json(200, {"url": self._advertised_url} | {name: sorted(p) for name, p in owned.items()})
         found = self._route(request)
         if found is None or isinstance(found, Response):
             return found
@@ -161,6 +193,7 @@ class WebApp:
             states=pages.STATES,
             total=total,
             by_state=by_state,
+            can_view_addresses=self._addresses is not None and self.auth.can_view_addresses(identity),
         )
         return _html(200, body)
 
@@ -372,22 +405,36 @@ class WebApp:
         return answer
 
     def _owner_url(self, request: Request, partition: int) -> tuple[str | None, str | None]:
-        """(the other instance to ask, the problem to show instead); both None when the partition is owned here."""
-        if partition in self._owned():
+        """Where a delivery's partition lives (`_owner_of`)."""
+        return self._owner_of(request, partition, self._owners, self._owned(), "The sending logs")
+
+    def _owner_of(
+        self, request: Request, partition: int, owners: Owners | None, owned: set[int], what: str
+    ) -> tuple[str | None, str | None]:
+        """(the other instance to ask, the problem to show instead); both None when the partition is owned here.
+        `owners` is the map of the partition's consumer group, `owned` this instance's partitions of it."""
+        if partition in owned:
             return None, None
-        if is_routed(request) or self._owners is None:
-            return None, f"The sending logs live with the owner of partition {partition}, not here; retry shortly."
-        owner = self._owners.owner_of(partition)
+        if is_routed(request) or owners is None:
+            return None, f"{what} live with the owner of partition {partition}, not here; retry shortly."
+        owner = owners.owner_of(partition)
         if owner is None or owner == self._advertised_url:
             return None, f"No instance owns partition {partition} right now (a rebalance?); retry shortly."
         return owner, None
 
-    def _unreachable(self, request: Request, owner: str, partition: int, exc: Exception) -> Response:
-        """The owner cannot be reached from here: the browser is sent to it, marked as routed."""
+    def _unreachable(
+        self, request: Request, owner: str, partition: int, exc: Exception, owners: Owners | None = None
+    ) -> Response:
+        """The owner cannot be reached from here: the browser is sent to it, marked as routed (a POST stays one:
+        307). `owners` is the map that named it (the delivery stage's by default), asked again next time."""
         self._log.warning("forward_failed", owner=owner, partition=partition, error=str(exc))
-        if self._owners is not None:
-            self._owners.invalidate()
+        stale = owners or self._owners
+        if stale is not None:
+            stale.invalidate()
         return redirect(request, owner)
+
+    def _addresses_owned(self) -> set[int]:
+        return self._addresses.owned() if self._addresses is not None else set()
 
     def _owned(self) -> set[int]:
         return self._owner_state.owned_partitions() if self._owner_state is not None else set()
@@ -395,6 +442,136 @@ class WebApp:
     def _state(self) -> OwnerState:
         assert self._owner_state is not None  # only called for an owned partition
         return self._owner_state
+
+    # -- addresses -------------------------------------------------------------------------------------------------
+    def _address_refusal(self, request: Request, identity: Identity | None) -> Response | None:
+        """Address pages are personal data: a verified user with view_addresses, and a quarantine to ask."""
+        if self._addresses is None:
+            return self._error(request, identity, 404, "No address pages: the quarantine is off (--quarantine).")
+        if identity is None:
+            return self._error(request, identity, 401, "Sign in to see addresses.", self.auth.challenges())
+        if not self.auth.can_view_addresses(identity):
+            return self._error(request, identity, 403, "Address pages need the View addresses role.")
+        return None
+
+    def _address_search(self, request: Request, identity: Identity) -> Response:
+        """A page of its own with the address search (the list has it too)."""
+        refusal = self._address_refusal(request, identity)
+        return refusal or _html(200, pages.render("address.html", identity=identity, address=None))
+
+    def _address_page(self, request: Request, identity: Identity | None) -> Response:
+        """The searched address's page: its status and recipient history from the owner, made here; 404 when no
+        instance knows the address."""
+        refusal = self._address_refusal(request, identity)
+        if refusal is not None:
+            return refusal
+        assert identity is not None
+        address = _address(request)
+        found = self._address_record(request, identity, address)
+        if isinstance(found, Response):
+            return found
+        return self._address_html(identity, address, found)
+
+    def _address_html(
+        self, identity: Identity, address: str, record: dict[str, Any] | None, notice: str | None = None
+    ) -> Response:
+        can_release = self.auth.can_release_addresses(identity)
+        body = pages.render(
+            "address.html",
+            identity=identity,
+            address=address,
+            record=record,
+            rows=history_rows(record, lambda d: self.kpis.get(d) is not None) if record else [],
+            can_release=can_release and releasable(record),
+            csrf_token=self._csrf.token(identity, RELEASE_ACTION, address) if can_release else "",
+            notice={"kind": "ok", "text": notice} if notice else None,
+        )
+        return _html(200 if record is not None or notice else 404, body, [("Cache-Control", "no-store")])
+
+    def _api_address(self, request: Request, identity: Identity | None) -> Response:
+        """`{"address": ...}` -> its AddressStatus record, from its owner (forwarded there when elsewhere)."""
+        refusal = self._address_refusal(request, identity)
+        if refusal is not None:
+            return refusal
+        assert identity is not None
+        if media_type(request) != JSON:
+            return _json(415, {"error": 'Send application/json: {"address": ...}'})
+        address = _address(request)
+        found = self._address_record(request, identity, address)
+        if isinstance(found, Response):
+            return found
+        if found is None:
+            return _json(404, {"error": "no record of this address"}, [("Cache-Control", "no-store")])
+        return _json(200, found, [("Cache-Control", "no-store")])
+
+    def _address_record(self, request: Request, identity: Identity, address: str) -> dict[str, Any] | Response | None:
+        """The address's record (None: unknown) from the owner of its partition: here, or asked of the owner; else
+        the answer to give instead (the problem, or the browser sent to an owner this instance cannot reach)."""
+        placement = self._addresses
+        assert placement is not None
+        if FORWARDED_HEADER not in request.headers:  # a peer asking on a user's behalf has said so already
+            self._log.info("address_viewed", user=identity.user, auth=identity.method, address_ref=address_ref(address))
+        try:
+            partition = placement.partition(address)
+        except LookupError as exc:  # no address.signals yet, or no broker
+            self._log.warning("address_partition_unknown", error=str(exc))
+            return self._error(request, identity, 503, "The quarantine's topic cannot be read now; retry shortly.")
+        owner, problem = self._owner_of(request, partition, placement.owners, placement.owned(), "Address records")
+        if problem is not None:
+            return self._error(request, identity, 503, problem, [("Retry-After", "1")])
+        if owner is None:
+            assert placement.state is not None  # the partition is owned here
+            return placement.state.committed_status(address)
+        try:
+            return ask_owner(request, owner, address, self._forward_timeout_s, self._forward_context)
+        except OwnerUnreachable as exc:
+            return self._unreachable(request, owner, partition, exc, placement.owners)
+        except OwnerAnswerError as exc:  # it lost the partition meanwhile, or failed
+            self._log.warning("address_record_unavailable", owner=owner, partition=partition, error=str(exc))
+            assert placement.owners is not None
+            placement.owners.invalidate()
+            return self._error(request, identity, 503, "The address's record could not be read just now; retry.")
+
+    def _form_release(self, request: Request, identity: Identity | None) -> Response:
+        """The address page's Release button: a form with the address and its token; the page again, with a notice."""
+        if self._addresses is None:
+            return self._error(request, identity, 404, "No address pages: the quarantine is off (--quarantine).")
+        address = _address(request)
+        if identity is not None and identity.authenticated:
+            problem = self._csrf.form_problem(request, identity, RELEASE_ACTION, address)
+            if problem is not None:
+                outcome = self.actions.deny_address(
+                    RELEASE_ACTION, problem, identity, address, 403, "The form was stale or forged."
+                )
+                return self._error(request, identity, outcome.status, outcome.message)
+        outcome = self._release(request, identity, address)
+        if outcome.status != 202:
+            return self._error(request, identity, outcome.status, outcome.message, self._outcome_headers(outcome))
+        assert identity is not None
+        # Not the record again: the release is not applied yet, and a redirect to an owner must never repeat it.
+        return self._address_html(identity, address, None, outcome.message)
+
+    def _api_release(self, request: Request, identity: Identity | None) -> Response:
+        if self._addresses is None:
+            return _json(404, {"error": "no address pages: the quarantine is off (--quarantine)"})
+        address = _address(request)
+        if identity is not None and media_type(request) != JSON:  # a form cannot send JSON: no token needed
+            outcome = self.actions.deny_address(RELEASE_ACTION, "content_type", identity, address, 415, "Send JSON.")
+        else:
+            outcome = self._release(request, identity, address)
+        body: dict[str, Any] = {"action": RELEASE_ACTION, "message": outcome.message}
+        body |= (
+            {"status": "accepted", "event_id": outcome.event_id} if outcome.status == 202 else {"error": outcome.reason}
+        )
+        return _json(outcome.status, body, self._outcome_headers(outcome))
+
+    def _release(self, request: Request, identity: Identity | None, address: str) -> Outcome:
+        user = identity.user if identity is not None and identity.authenticated else None
+        if user is not None and not self._throttle.action_allowed(client_address(request), user):
+            return self.actions.deny_address(
+                RELEASE_ACTION, "rate_limited", identity, address, 429, "Too many actions."
+            )
+        return self.actions.release(identity, address)
 
     # -- actions ---------------------------------------------------------------------------------------------
     def _form_action(self, request: Request, identity: Identity | None, delivery_id: str, action: str) -> Response:
@@ -493,6 +670,14 @@ def _param(request: Request, name: str) -> str | None:
 
 class BadRequest(ValueError):
     """A parameter that is not what it should be: answered 400, never a traceback."""
+
+
+def _address(request: Request) -> str:
+    """The normal address a form or a JSON body names; a 400 when it names none."""
+    try:
+        return address_of(request)
+    except AddressProblem as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _int_param(request: Request, name: str, default: int) -> int:

@@ -20,8 +20,9 @@ The file follows the convention of Prometheus' own web server (`--web-config FIL
     sendtrack_secret_file: web.key  # optional: random bytes (32 or more) keying CSRF tokens, the same file on
                                   # every instance (e.g. head -c 32 /dev/urandom > web.key); else random per process
 
-Without a file the view is read-only for everyone. With one, reading needs an authenticated user with at
-least one role, and confirming a send needs `start_deliveries`.
+Without a file the view is read-only for everyone, and nobody holds a role: no address page, no action. With one,
+reading needs an authenticated user with at least one role, confirming a send needs `start_deliveries`, an
+address's page `view_addresses`, and releasing an address `release_addresses`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ _TOP_KEYS = {
     "sendtrack_secret_file",
     "sendtrack_protect_metrics",
 }
+# The address pages' roles (the view's own; start_deliveries is the core's): seeing an address's status and recipient
+# history (personal data), and releasing a quarantined or denylisted address.
+VIEW_ADDRESSES_ROLE = "view_addresses"
+RELEASE_ADDRESSES_ROLE = "release_addresses"
 _MIN_SECRET_BYTES = 32
 _TLS_KEYS = {"cert_file", "key_file"}
 _JWT_KEYS = {"issuer", "audience", "public_key_file", "jwks_file", "algorithms", "roles_claim", "user_claim"}
@@ -303,7 +308,16 @@ class Auth:
 
     @staticmethod
     def can_confirm(identity: Identity | None) -> bool:
-        return identity is not None and identity.authenticated and START_DELIVERIES_ROLE in identity.roles
+        return _holds(identity, START_DELIVERIES_ROLE)
+
+    @staticmethod
+    def can_view_addresses(identity: Identity | None) -> bool:
+        """Addresses are personal data: only a verified user with the role sees one (never the open view's reader)."""
+        return _holds(identity, VIEW_ADDRESSES_ROLE)
+
+    @staticmethod
+    def can_release_addresses(identity: Identity | None) -> bool:
+        return _holds(identity, RELEASE_ADDRESSES_ROLE)
 
     def _basic(self, credentials: str) -> Identity | None:
         assert self.config is not None
@@ -348,6 +362,11 @@ class Auth:
         if not isinstance(user, str) or not user:
             return None
         return Identity(user, _roles(_claim(claims, settings.roles_claim)), BEARER)
+
+
+def _holds(identity: Identity | None, role: str) -> bool:
+    """Roles are held by verified users only: the reader of a view without users holds none."""
+    return identity is not None and identity.authenticated and role in identity.roles
 
 
 def _basic_pair(credentials: str) -> tuple[str, str] | None:

@@ -20,8 +20,10 @@ from ssl import SSLContext
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from consumer.kafka.partitioners import partition_of
 from consumer.ops import logging as logs
 from consumer.ops.exchange import Request, Response
 from consumer.web.owner_state import BounceRow, MessageDetail, MessagePage, MessageRow
@@ -31,6 +33,9 @@ CLIENT_ID_PREFIX = "sendtrack@"
 FORWARDED_HEADER = "x-sendtrack-forwarded"  # a forwarded request is answered where it lands, never sent on
 ROUTED_PARAM = "routed"  # the same mark on a redirect, where a header cannot travel
 INSTANCE_PATH = "/api/instance"
+# What /api/instance lists: the partitions this instance owns of the delivery stage's group, and of the quarantine
+# stage's (address.signals in <group>.quarantine).
+DELIVERY_PARTITIONS, ADDRESS_PARTITIONS = "partitions", "address_partitions"
 STREAM_CHUNK = 64 * 1024
 
 Lookup = Callable[[], dict[int, str]]  # partition -> advertised base URL of its owner
@@ -83,16 +88,20 @@ def group_lookup(admin: AdminClient, group: str, topic: str, timeout_s: float = 
 
 
 def peer_lookup(
-    peers: Callable[[], Iterable[str]], timeout_s: float = 2.0, context: SSLContext | None = None
+    peers: Callable[[], Iterable[str]],
+    timeout_s: float = 2.0,
+    context: SSLContext | None = None,
+    field: str = DELIVERY_PARTITIONS,
 ) -> Lookup:
-    """The owners as the peers say themselves: each peer's GET /api/instance."""
+    """The owners as the peers say themselves: each peer's GET /api/instance, the partitions listed in `field`
+    (the delivery stage's, or the quarantine stage's: ADDRESS_PARTITIONS)."""
 
     def lookup() -> dict[int, str]:
         owners = {}
         for peer in peers():
             try:
                 instance = _get_json(f"{peer}{INSTANCE_PATH}", timeout_s, context)
-                owners.update((int(p), _checked_url(instance["url"])) for p in instance["partitions"])
+                owners.update((int(p), _checked_url(instance["url"])) for p in instance.get(field, ()))
             except (OSError, ValueError, KeyError, TypeError) as exc:  # a peer down or starting: the others answer
                 _log.info("peer_unavailable", peer=peer, error=str(exc))
         return owners
@@ -161,6 +170,51 @@ class Owners:
             return
         self._owners = self._lookup()
         self._fetched_at = now
+
+
+class KeyPartitions:
+    """The partition a keyed record of a topic is in: the producers' partitioner (consumer/kafka/partitioners.py)
+    over the topic's partition count, asked of the broker at first use and again after `ttl_s` (partitions may be
+    added) or a failure."""
+
+    def __init__(
+        self,
+        partition_count: Callable[[], int],
+        partitioner: str,
+        ttl_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._partition_count = partition_count
+        self._partitioner = partitioner
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._count: int | None = None
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+
+    def of(self, key: bytes) -> int:
+        """Raises LookupError when the topic's partitions cannot be known (no such topic, no broker)."""
+        with self._lock:
+            if self._count is None or self._clock() - self._fetched_at > self._ttl_s:
+                self._count = self._partition_count()
+                self._fetched_at = self._clock()
+            count = self._count
+        return partition_of(key, count, self._partitioner)
+
+
+def topic_partition_count(admin: AdminClient, topic: str, timeout_s: float = 5.0) -> Callable[[], int]:
+    """How many partitions `topic` has, from the cluster's metadata; LookupError when it has none or is unknown."""
+
+    def partition_count() -> int:
+        try:
+            described = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException as exc:
+            raise LookupError(f"{topic}: no metadata: {exc}") from None
+        if described is None or described.error is not None or not described.partitions:
+            raise LookupError(f"{topic}: no such topic")
+        return len(described.partitions)
+
+    return partition_count
 
 
 # -- forwarding -----------------------------------------------------------------------------------------
@@ -255,20 +309,26 @@ class OwnerClient:
     def _ask(self, delivery_id: str, query: dict[str, list[str]]) -> dict[str, Any] | None:
         """The owner's JSON answer about the delivery's messages; None when it answers 404."""
         path, raw_path = (f"/api/deliveries/{d}/messages" for d in (delivery_id, segment(delivery_id)))
-        headers = {**self._request.headers, "accept": "application/json"}
-        asked = replace(
-            self._request, method="GET", path=path, raw_path=raw_path, query=query, headers=headers, body=b""
-        )
-        try:
-            answer = forward(asked, self._owner_url, self._timeout_s, self._context)
-        except OSError as exc:
-            raise OwnerUnreachable(str(exc)) from exc
-        body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
-        if answer.status == 404:
-            return None
-        if answer.status != 200:
-            raise OwnerAnswerError(f"{self._owner_url} answered {answer.status}: {body[:200]!r}")
-        return json.loads(body)
+        asked = replace(self._request, method="GET", path=path, raw_path=raw_path, query=query, body=b"")
+        return ask_json(asked, self._owner_url, self._timeout_s, self._context)
+
+
+def ask_json(
+    asked: Request, owner_url: str, timeout_s: float = 5.0, context: SSLContext | None = None
+) -> dict[str, Any] | None:
+    """The owner's JSON answer to a request made for it (with the user's credentials, marked as forwarded); None
+    when it answers 404. OwnerUnreachable when it does not answer, OwnerAnswerError when it answers otherwise."""
+    asked = replace(asked, headers={**asked.headers, "accept": "application/json"})
+    try:
+        answer = forward(asked, owner_url, timeout_s, context)
+    except OSError as exc:
+        raise OwnerUnreachable(str(exc)) from exc
+    body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
+    if answer.status == 404:
+        return None
+    if answer.status != 200:
+        raise OwnerAnswerError(f"{owner_url} answered {answer.status}: {body[:200]!r}")
+    return json.loads(body)
 
 
 def _response(status: int, headers: Any, body: bytes | Iterator[bytes]) -> Response:

@@ -63,10 +63,15 @@ def display(field: str, value: Any) -> str:
     if field.endswith("_pct"):
         return f"{value:.2f} %"
     if field == "updated_at" or field.endswith("occurred_at"):
-        return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+        return moment(value)
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def moment(epoch_ms: int | None) -> str:
+    """An event time (epoch millis) as people read it, in UTC."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if epoch_ms else "—"
 
 
 def exact(value: Any) -> str:
@@ -127,6 +132,7 @@ def chart(points: list[progress.Point], kpi: Mapping[str, Any]) -> dict[str, Any
 _env.filters["segment"] = segment  # ids in paths: '/' encoded too
 _env.globals.update(
     display=display,
+    moment=moment,
     exact=exact,
     progress=bar,
     DEPLOYMENT=DEPLOYMENT,

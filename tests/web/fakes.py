@@ -1,4 +1,5 @@
-"""Fakes of what the Deployment view reads and writes: KPI records, an owner's state, a publisher."""
+"""Fakes of what the Deployment view reads and writes: KPI records, an owner's state, a quarantine's records, a
+publisher."""
 
 from __future__ import annotations
 
@@ -14,13 +15,20 @@ from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI
 from consumer.core.events import Fact
 from consumer.core.status import Bounce, MessageState
+from consumer.kafka.partitioners import partition_of
 from consumer.kafka.topics import Topics
 from consumer.ops.exchange import Request, Response
+from consumer.quarantine.commands import command_key
+from consumer.quarantine.records import status_record
+from consumer.quarantine.rules import Rules
+from consumer.quarantine.signals import Signal, normal_address
+from consumer.quarantine.state import AddressState, Limits
 from consumer.web.actions import PublishError
+from consumer.web.addresses import AddressPlacement
 from consumer.web.app import WebApp
 from consumer.web.auth import Auth
 from consumer.web.owner_state import MessageDetail, MessagePage, message_detail, status_page
-from consumer.web.owners import Owners
+from consumer.web.owners import KeyPartitions, Owners
 from consumer.web.table import KpiTable
 
 _KPI_CODEC = AvroCodec.named(DELIVERY_KPI)
@@ -114,15 +122,63 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
+ROLES = {
+    "alice": ["start_deliveries"],  # may confirm sends
+    "bob": ["viewer"],  # may look at deliveries
+    "carol": ["view_addresses"],  # may see address pages
+    "dave": ["view_addresses", "release_addresses"],  # and release addresses
+}
+
+
 def write_web_config(directory: Path) -> Path:
-    """alice may confirm sends (start_deliveries), bob may look (viewer); passwords are `<name>-pw`."""
+    """The users of ROLES with their roles; passwords are `<name>-pw`."""
     path = directory / "web.yml"
-    alice, bob = (bcrypt.hashpw(p, bcrypt.gensalt(4)).decode() for p in (b"alice-pw", b"bob-pw"))
+    hashes = {user: bcrypt.hashpw(f"{user}-pw".encode(), bcrypt.gensalt(4)).decode() for user in ROLES}
     path.write_text(
-        f"basic_auth_users:\n  alice: '{alice}'\n  bob: '{bob}'\n"
-        "sendtrack_roles:\n  alice: [start_deliveries]\n  bob: [viewer]\n"
+        "basic_auth_users:\n"
+        + "".join(f"  {user}: '{hashed}'\n" for user, hashed in hashes.items())
+        + "sendtrack_roles:\n"
+        + "".join(f"  {user}: [{', '.join(roles)}]\n" for user, roles in ROLES.items())
     )
     return path
+
+
+ADDRESS_PARTITIONS = 4
+
+
+@dataclass
+class FakeAddressState:
+    """A quarantine stage's committed records, by normal address, for the partitions it owns."""
+
+    partitions: set[int] = field(default_factory=lambda: set(range(ADDRESS_PARTITIONS)))
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    def owned_partitions(self) -> set[int]:
+        return set(self.partitions)
+
+    def committed_status(self, address: str) -> dict[str, Any] | None:
+        self.asked.append(address)
+        record = self.records.get(address)
+        owned = record is not None and address_partition(address) in self.partitions
+        return record if owned else None
+
+    def learn(self, address: str, *signals: Signal) -> dict[str, Any]:
+        """The record the quarantine's own rules give the address after these signals."""
+        state = AddressState.new(normal_address(address), Limits())
+        for signal in signals:
+            state.apply(signal, Rules(), Limits())
+        record = status_record(state, max(s.occurred_at for s in signals), Rules())
+        self.records[state.address] = record
+        return record
+
+
+def address_partition(address: str) -> int:
+    return partition_of(command_key(address), ADDRESS_PARTITIONS, "consistent_random")
+
+
+def address_placement(state: FakeAddressState | None, owners: Owners | None = None) -> AddressPlacement:
+    return AddressPlacement(state, owners, KeyPartitions(lambda: ADDRESS_PARTITIONS, "consistent_random"))
 
 
 def hard_bounced(reason: str) -> MessageState:
@@ -132,7 +188,16 @@ def hard_bounced(reason: str) -> MessageState:
 class View:
     """A WebApp over fakes: d1 sending (partition 0, owned here, 120 failed messages), d2 awaiting confirmation."""
 
-    def __init__(self, auth: Auth, owners: Owners | None = None, owned: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        auth: Auth,
+        owners: Owners | None = None,
+        owned: set[int] | None = None,
+        addresses: AddressPlacement | None = None,
+        quarantine: bool = True,
+    ) -> None:
+        """`addresses`: every address partition owned here (a FakeAddressState) unless given; none without
+        `quarantine`."""
         self.kpis = KpiTable()
         self.kpis.apply(0, kpi("d1", processed=10, sent=9, failed=1, delivered_pct=90.0, bounces_errors_pct=10.0))
         self.kpis.apply(1, kpi("d2", state="AWAITING_CONFIRMATION", to_deliver=2_000_000))
@@ -142,6 +207,8 @@ class View:
         self.owner_state.stored["d1"]["m200"] = MessageState(int(Fact.RELAYED | Fact.DELIVERED), 2)
         self.publisher = FakePublisher()
         self.registry = CollectorRegistry()
+        self.addresses = addresses or address_placement(FakeAddressState())
+        placement = self.addresses if quarantine else None
         self.app = WebApp(
             self.kpis,
             owners,
@@ -152,6 +219,7 @@ class View:
             topics=Topics(),
             advertised_url="http://me.test",
             heartbeat_s=0.05,
+            addresses=placement,
         )
 
     def get(self, path: str, headers: dict | None = None, **query: str) -> Response:

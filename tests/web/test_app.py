@@ -81,7 +81,7 @@ def test_reading_needs_a_user_with_a_role_once_users_are_configured(view: View) 
 
 def test_public_paths_and_paths_that_are_not_ours(view: View) -> None:
     instance = json.loads(text(view.get("/api/instance")))
-    assert instance == {"url": "http://me.test", "partitions": [0]}
+    assert instance == {"url": "http://me.test", "partitions": [0], "address_partitions": [0, 1, 2, 3]}
     assert view.get("/static/app.css").status == 200
     assert view.app.handle(request("/static/nope.js")) is None
     assert view.app.handle(request("/metrics-not")) is None
