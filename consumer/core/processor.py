@@ -9,6 +9,13 @@ Retention: a delivery final for longer than `retention_ms` (by the same clock th
 validity periods, counted from when that clock saw it become final) is archived at the next
 clock step: its message-level state is deleted, its record keeps the final counters, and it
 leaves memory. Later input for it is refused.
+
+Address signals (with `address_signals`): each MTA event the processor applies that names an address gives one
+signal (consumer/core/address_signals.py). An event it finds changes nothing (a redelivery, or a fact the message
+already has) gives none, so a redelivery never repeats a signal; neither does an event of an archived delivery,
+which is refused. An event of a delivery unknown or not confirmed does give one: it is applied like any other (its
+PREPARED is usually just not read yet, the two topics are not aligned), and what the MTA saw of the address is true
+whatever the back office said.
 """
 
 from __future__ import annotations
@@ -18,8 +25,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumer.core.address_signals import (
+    SIGNAL_OF_TYPE,
+    address_of,
+    event_signal,
+    retries_over,
+    validity_end_signal,
+)
 from consumer.core.delivery import DeliveryState, Rejection, apply_delivery_event
-from consumer.core.events import FACT_OF_TYPE, Event
+from consumer.core.events import FACT_OF_TYPE, Event, Fact
 from consumer.core.kpi import KpiCounters, kpi_figures
 from consumer.core.state_view import PartitionState
 from consumer.core.status import (
@@ -27,6 +41,7 @@ from consumer.core.status import (
     NO_CONTRIBUTION,
     Bounce,
     MessageState,
+    awaits_validity_end,
     contribution,
     failure_reason,
     message_status,
@@ -36,6 +51,7 @@ APPLIED = "applied"
 DUPLICATE = "duplicate"  # changed nothing: a redelivery, or a fact already known
 REJECTED = "rejected"
 ARCHIVED = "archived"  # for a delivery already archived: refused, changes nothing
+_SOFT = int(Fact.SOFT_BOUNCE)
 
 REJECTED_CONFIRMATION = "REJECTED_CONFIRMATION"
 # Counted once per distinct event id (count_once), by kind: the counter each one adds to.
@@ -57,6 +73,7 @@ class Output:
 
     kpis: list[dict[str, Any]] = field(default_factory=list)
     sending_logs: list[dict[str, Any]] = field(default_factory=list)
+    address_signals: list[dict[str, Any]] = field(default_factory=list)  # AddressSignal records, address as given
     rejections: list[Rejection] = field(default_factory=list)
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, outcome)
     transitions: Counter[tuple[str | None, str, bool]] = field(default_factory=Counter)
@@ -64,10 +81,17 @@ class Output:
 
 
 class PartitionProcessor:
-    def __init__(self, state: PartitionState, efs_default: bool = False, retention_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        state: PartitionState,
+        efs_default: bool = False,
+        retention_ms: int | None = None,
+        address_signals: bool = False,
+    ) -> None:
         self._state = state
         self._efs_default = efs_default
         self._retention_ms = retention_ms  # None: deliveries are never archived
+        self._signals = address_signals  # off: no signal is made, no address kept
         self._deliveries = {d.delivery_id: d for d in state.deliveries()}
         self._time = state.watermark()  # max(event-time watermark, wall clock seen)
         self._watermark = self._time
@@ -117,6 +141,11 @@ class PartitionProcessor:
         """The status changes so far, for a caller that publishes them before the checkpoint."""
         logs, self._out.sending_logs = self._out.sending_logs, []
         return logs
+
+    def take_address_signals(self) -> list[dict[str, Any]]:
+        """The address signals so far, for a caller that publishes them before the checkpoint."""
+        signals, self._out.address_signals = self._out.address_signals, []
+        return signals
 
     def take_output(self) -> Output:
         """Publish one complete KPI snapshot per changed delivery; reset the accumulators."""
@@ -271,10 +300,13 @@ class PartitionProcessor:
         efs, final = delivery.efs, delivery.final
         old_status = message_status(message.facts, efs, final)
         old = contribution(message, old_status) if message.facts else NO_CONTRIBUTION
+        facts_before = message.facts
         if not _learn(message, event, kind) and not engagement_new:
             out.outcomes[kind, DUPLICATE] += 1
             return
         out.outcomes[kind, APPLIED] += 1
+        if self._signals:
+            self._signal_event(delivery, message_id, message, event, facts_before)
         new_status = message_status(message.facts, efs, final)
         delivery.counters.move(old, contribution(message, new_status))
         if new_status != old_status:
@@ -297,9 +329,38 @@ class PartitionProcessor:
         if delivery.counters.awaiting_validity_end:
             self._reevaluate(delivery, delivery.efs, not final, None)
 
+    def _signal_event(
+        self, delivery: DeliveryState, message_id: str, message: MessageState, event: Event, facts_before: int
+    ) -> None:
+        """The signals of an applied MTA event: its own, and the message's validity-end failure if it made one."""
+        address = address_of(event)
+        if address is not None and message.address is None and message.facts & _SOFT:
+            message.address = address  # for the validity end, which brings no event
+        kind = event["type"]
+        signals = self._out.address_signals
+        if address is not None and kind in SIGNAL_OF_TYPE:
+            signals.append(event_signal(event, kind, address))
+        address = address or message.address
+        final = delivery.final
+        if address is None or retries_over(facts_before, final) or not retries_over(message.facts, final):
+            return
+        # The MTA gave up (its report's time), or a soft bounce came after the validity end (the end's time).
+        at = event["occurred_at"] if kind == "RETRIES_EXHAUSTED" else delivery.validity_end or event["occurred_at"]
+        signals.append(validity_end_signal(delivery.delivery_id, message_id, address, at, _retry_reason(message)))
+
+    def _signal_validity_end(self, delivery: DeliveryState, message_id: str, message: MessageState) -> None:
+        """The validity end fails a soft-bounced message nothing else settled."""
+        if message.address is not None and awaits_validity_end(message.facts):
+            at = delivery.validity_end or self._time
+            signal = validity_end_signal(delivery.delivery_id, message_id, message.address, at, _retry_reason(message))
+            self._out.address_signals.append(signal)
+
     def _reevaluate(self, delivery: DeliveryState, efs_before: bool, final_before: bool, cause: Event | None) -> None:
         """Recompute every message's status after a delivery-wide rule input changed."""
+        validity_ended = self._signals and delivery.final and not final_before
         for message_id, message in list(self._state.messages(delivery.delivery_id)):
+            if validity_ended:
+                self._signal_validity_end(delivery, message_id, message)
             old_status = message_status(message.facts, efs_before, final_before)
             new_status = message_status(message.facts, delivery.efs, delivery.final)
             if old_status == new_status:
@@ -341,6 +402,14 @@ def _count(counters: KpiCounters, kind: str) -> None:
     """One more distinct event of a kind counted once per event id."""
     total = _COUNTED_TOTAL[kind]
     setattr(counters, total, getattr(counters, total) + 1)
+
+
+def _retry_reason(message: MessageState) -> str | None:
+    """The reason of a failure for want of a successful retry: the last soft bounce's, else the MTA's report's."""
+    for bounce in (message.soft, message.exhausted):
+        if bounce is not None and bounce.reason:
+            return bounce.reason
+    return None
 
 
 def _learn(message: MessageState, event: Event, kind: str) -> bool:

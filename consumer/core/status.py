@@ -60,6 +60,9 @@ class MessageState:
     hard: Bounce | None = None  # the first hard bounce
     soft: Bounce | None = None  # the last soft bounce
     exhausted: Bounce | None = None  # the first retries-exhausted report
+    # The recipient address, kept once the message soft-bounced (and only while address signals are on): the
+    # validity end, which no event brings, signals its failure to this address.
+    address: str | None = None
 
 
 def message_status(facts: int, efs: bool, validity_over: bool) -> str | None:

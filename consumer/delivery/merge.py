@@ -22,6 +22,7 @@ def join_messages(a: MessageState, b: MessageState) -> MessageState:
         _pick(a.hard, b.hard, min),
         _pick(a.soft, b.soft, max),
         _pick(a.exhausted, b.exhausted, min),
+        a.address or b.address,  # one message, one recipient
     )
 
 

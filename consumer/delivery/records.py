@@ -64,22 +64,23 @@ def split_key(key: bytes) -> tuple[bytes, str, str]:
     return key[:2], delivery_id.decode(), rest.decode()
 
 
-# Most messages never bounce: their value is just "facts changes"; the rest is JSON.
+# Most messages never bounce: their value is just "facts changes"; the rest is JSON, with the address (kept once a
+# message soft-bounced) as a sixth element when there is one: records written before it have five.
 def encode_message(message: MessageState) -> bytes:
-    if message.hard is None and message.soft is None and message.exhausted is None:
+    if message.hard is None and message.soft is None and message.exhausted is None and message.address is None:
         return b"%d %d" % (message.facts, message.changes)
-    return json.dumps(
-        [message.facts, message.changes, message.hard, message.soft, message.exhausted],
-        separators=(",", ":"),
-    ).encode()
+    fields = [message.facts, message.changes, message.hard, message.soft, message.exhausted]
+    if message.address is not None:
+        fields.append(message.address)
+    return json.dumps(fields, separators=(",", ":")).encode()
 
 
 def decode_message(value: bytes) -> MessageState:
     if value[:1] != b"[":
         facts, changes = value.split()
         return MessageState(int(facts), int(changes))
-    facts, changes, hard, soft, exhausted = json.loads(value)
-    return MessageState(facts, changes, _bounce(hard), _bounce(soft), _bounce(exhausted))
+    facts, changes, hard, soft, exhausted, *address = json.loads(value)
+    return MessageState(facts, changes, _bounce(hard), _bounce(soft), _bounce(exhausted), *address)
 
 
 def _bounce(raw: list[Any] | None) -> Bounce | None:

@@ -36,6 +36,12 @@ def test_join_keeps_every_fact_and_the_right_bounces():
     )
 
 
+def test_join_keeps_the_address_either_side_knows():
+    addressed = MessageState(4, 1, None, Bounce(10, 0, "s1", "refused"), None, "a@example.com")
+    older = MessageState(4, 1, None, Bounce(10, 0, "s1", "refused"), None)  # written before the address was kept
+    assert join_messages(addressed, older).address == join_messages(older, addressed).address == "a@example.com"
+
+
 def test_replaying_twice_or_with_a_zombie_transaction_restores_the_same_state():
     committed = [
         [prepared("d", efs=True), mta("d", "m1", "RELAYED"), mta("d", "m2", "RELAYED")],

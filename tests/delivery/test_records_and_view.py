@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from consumer.core.delivery import DeliveryState
 from consumer.core.processor import REJECTED_CONFIRMATION
 from consumer.core.status import Bounce, MessageState
@@ -18,6 +20,19 @@ def test_message_and_delivery_records_roundtrip():
     delivery = DeliveryState("d", efs=True, prepared_rank=(5, "p"), to_deliver=10)
     delivery.counters.failures_by_reason["mailbox_full"] = 2
     assert records.decode_delivery(records.encode_delivery(delivery)) == delivery
+
+
+def test_a_soft_bounced_message_keeps_its_address_and_older_records_read_without_one():
+    soft = MessageState(5, 1, None, Bounce(9, 0, "s1", "mailbox_full"), None, "Jane@Example.com")
+    encoded = records.encode_message(soft)
+    assert records.decode_message(encoded) == soft
+    assert records.decode_message(b'[5,1,null,[9,0,"s1","mailbox_full"],null]') == MessageState(
+        5, 1, None, Bounce(9, 0, "s1", "mailbox_full"), None, None
+    )  # written before addresses were kept
+    without = records.encode_message(MessageState(5, 1, None, Bounce(9, 0, "s1", None), None))
+    assert len(json.loads(without)) == 5  # as before: no address, no sixth element
+    addressed_only = MessageState(1, 0, address="a@example.com")  # never made so, but never lost either
+    assert records.decode_message(records.encode_message(addressed_only)) == addressed_only
 
 
 def test_view_stages_each_change_once_and_reads_its_own_writes():
