@@ -22,7 +22,15 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from consumer.cli.options import ToolError, add, add_bootstrap, connect, kafka_failure, tool
 from consumer.codec.avro import HEADER_SIZE, MAGIC, AvroCodec
 from consumer.codec.control import parse_control
-from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT, SENDING_LOG, Schema
+from consumer.codec.schemas import (
+    ADDRESS_SIGNAL,
+    ADDRESS_STATUS,
+    DELIVERY_EVENT,
+    DELIVERY_KPI,
+    MTA_EVENT,
+    SENDING_LOG,
+    Schema,
+)
 from consumer.codec.validation import load_json
 from consumer.core.events import Fact
 from consumer.core.status import MessageState
@@ -31,8 +39,9 @@ from consumer.ingest.formats import FORMATS, make_format
 from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
 from consumer.kafka.topics import Topics
+from consumer.quarantine.signals import normal_address
 
-AVRO_SCHEMAS = (DELIVERY_EVENT, MTA_EVENT, DELIVERY_KPI, SENDING_LOG)
+AVRO_SCHEMAS = (DELIVERY_EVENT, MTA_EVENT, DELIVERY_KPI, SENDING_LOG, ADDRESS_SIGNAL, ADDRESS_STATUS)
 DECODERS = (*(f"avro:{name}" for name in AVRO_SCHEMAS), "control", "json", "changelog", "dlq", "raw")
 # The decoder of each topic, by its field in Topics.
 DECODER_OF = {
@@ -43,7 +52,10 @@ DECODER_OF = {
     "sending_logs": f"avro:{SENDING_LOG}",
     "dlq": "dlq",
     "changelog": "changelog",
+    "address_signals": f"avro:{ADDRESS_SIGNAL}",
+    "address_quarantine": f"avro:{ADDRESS_STATUS}",  # a null value: the address forgotten or dropped
 }
+ADDRESS_KEYED = {f"avro:{ADDRESS_SIGNAL}", f"avro:{ADDRESS_STATUS}"}
 DLQ_PREFIX = "sendtrack."  # the headers a dead letter gains; the rest are the original record's
 PREVIEW_BYTES = 64
 READER_GROUP = "sendtrack-tail"  # never joined: assigned partitions, no commits
@@ -286,9 +298,10 @@ def consume(consumer: Consumer, topic: str, partitions: list[int], follow: bool)
 
 
 def key_matches(kind: str, msg: Message, wanted: str) -> bool:
-    """The record's key is `wanted`; a changelog record matches when its state entry belongs to that delivery."""
+    """The record's key is `wanted` (an address in any case); a changelog record matches when its state entry
+    belongs to that delivery."""
     key = msg.key()
-    if key == wanted.encode():
+    if key == (normal_address(wanted) if kind in ADDRESS_KEYED else wanted).encode():
         return True
     try:
         return kind == "changelog" and key is not None and state.delivery_of(key) == wanted

@@ -11,15 +11,21 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.cli.main import main
 from consumer.cli.options import CANNOT_RUN
 from consumer.cli.tail import DECODERS, Record, changelog_decoder
 from consumer.codec.avro import AvroCodec
-from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT, load
+from consumer.codec.schemas import ADDRESS_SIGNAL, ADDRESS_STATUS, DELIVERY_EVENT, MTA_EVENT, load
 from consumer.delivery import records
 from consumer.kafka.topics import Topics
+from consumer.quarantine.commands import command_signal
+from consumer.quarantine.records import status_record
+from consumer.quarantine.rules import Rules
+from consumer.quarantine.signals import RELEASE, Signal
+from consumer.quarantine.state import AddressState, Limits
 from tests import samples
 from tests.cli.tools import outcome, sendtrack
 from tests.ingest.formats.test_kumomta import EXPECTED_SAMPLES as KUMOMTA_EXPECTED
@@ -283,3 +289,31 @@ def test_changelog_values_by_kind_including_tombstones():
     assert changelog_decoder(Record(records.WATERMARK, b"1767225600000")).value["state"] == 1767225600000
     unknown = changelog_decoder(Record(b"zz", b"x"))
     assert unknown.error == "ValueError: not a state key: zz" and unknown.raw == b"x"
+
+
+def test_address_signals_and_statuses_decode_by_their_topic_and_key_is_any_case(kafka, capsys):
+    topics = Topics.prefixed("tail-address.")
+    for name in (topics.address_signals, topics.address_quarantine):
+        create_topic(kafka.bootstrap_servers, name)
+    signal = command_signal(RELEASE, "Jane@Example.com", "alice", 1_800_000_000_000, "release-1")
+    state = AddressState.new("jane@example.com", Limits())
+    state.apply(Signal.from_record(signal), Rules(), Limits())
+    status = status_record(state, signal["occurred_at"], Rules())
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    producer.produce(topics.address_signals, AvroCodec.named(ADDRESS_SIGNAL).encode(signal), b"jane@example.com")
+    producer.produce(topics.address_quarantine, AvroCodec.named(ADDRESS_STATUS).encode(status), b"jane@example.com")
+    producer.produce(topics.address_quarantine, None, b"jane@example.com")  # forgotten
+    producer.produce(topics.address_quarantine, AvroCodec.named(ADDRESS_STATUS).encode(status), b"other@example.com")
+    assert producer.flush(10) == 0
+    names = [f"--topic-{f.name.replace('_', '-')}={getattr(topics, f.name)}" for f in fields(Topics)]
+
+    def shown(topic: str) -> list[dict[str, Any]]:
+        args = [topic, "--from-beginning", "--json", "--key", "JANE@example.com "]
+        assert main(["tail", "--bootstrap-servers", kafka.bootstrap_servers, *names, *args]) == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    [signal_shown] = shown(topics.address_signals)
+    assert (signal_shown["schema"], signal_shown["value"]) == ("sendtrack.AddressSignal", signal)
+    status_shown, tombstone = shown(topics.address_quarantine)
+    assert (status_shown["schema"], status_shown["value"]) == ("sendtrack.AddressStatus", status)
+    assert (tombstone["key"], tombstone["value"]) == ("jane@example.com", None)
