@@ -206,8 +206,8 @@ def topic_partition_count(admin: AdminClient, topic: str, timeout_s: float = 5.0
     """How many partitions `topic` has, from the cluster's metadata; LookupError when it has none or is unknown."""
 
     def partition_count() -> int:
-        try:
-            described = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        try:  # every topic's metadata: a request naming the topic may create it where brokers auto-create topics
+            described = admin.list_topics(timeout=timeout_s).topics.get(topic)
         except KafkaException as exc:
             raise LookupError(f"{topic}: no metadata: {exc}") from None
         if described is None or described.error is not None or not described.partitions:

@@ -12,8 +12,11 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from consumer.codec.avro import AvroCodec
-from consumer.codec.schemas import DELIVERY_EVENT
+from consumer.codec.schemas import ADDRESS_SIGNAL, DELIVERY_EVENT
 from consumer.kafka.topics import Topics
+from consumer.quarantine.commands import command_signal
+from consumer.quarantine.privacy import address_ref
+from consumer.quarantine.signals import RELEASE
 from consumer.web.actions import Actions, KafkaPublisher, PublishError
 from consumer.web.auth import ANONYMOUS, Auth, Identity, WebConfig
 from tests.web.fakes import FakePublisher, kpi
@@ -141,6 +144,57 @@ def test_a_refusal_is_one_structured_log_line(setup) -> None:
             "delivery_id": "d1",
         }
     ]
+
+
+RELEASER = Identity("dave", frozenset({"view_addresses", "release_addresses"}), "basic")
+VIEWER = Identity("carol", frozenset({"view_addresses"}), "basic")
+
+
+def test_a_release_is_the_address_command_of_the_verified_user(setup) -> None:
+    actions, publisher, registry = setup
+    with capture_logs() as lines:
+        outcome = actions.release(RELEASER, " Jane@Example.com")
+    assert (outcome.status, outcome.event_id) == (202, "event-0")
+    [(topic, key, value)] = publisher.records
+    assert (topic, key) == ("t.address.signals", b"jane@example.com")
+    assert AvroCodec.named(ADDRESS_SIGNAL).decode(value) == command_signal(
+        RELEASE, "jane@example.com", "dave", 1_800_000_000_500, "event-0"
+    )
+    [line] = [line for line in lines if line["event"] == "web_action"]
+    assert line == {
+        "event": "web_action",
+        "log_level": "info",
+        "action": "release",
+        "user": "dave",
+        "auth": "basic",
+        "event_id": "event-0",
+        "address_ref": address_ref("jane@example.com"),
+    }
+    assert registry.get_sample_value("sendtrack_web_actions_total", {"action": "release"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("identity", "status", "reason"),
+    [(None, 401, "unauthenticated"), (ANONYMOUS, 403, "read_only"), (VIEWER, 403, "missing_role")],
+)
+def test_releases_refused_publish_nothing_and_name_the_address_by_its_hash(setup, identity, status, reason) -> None:
+    actions, publisher, registry = setup
+    with capture_logs() as lines:
+        outcome = actions.release(identity, "jane@example.com")
+    assert (outcome.status, outcome.reason, publisher.records) == (status, reason, [])
+    assert denied(registry, "release", reason) == 1
+    [line] = [line for line in lines if line["event"] == "web_action_denied"]
+    assert line["address_ref"] == address_ref("jane@example.com") and "jane" not in repr(lines)
+
+
+def test_an_unacknowledged_release_says_so_without_the_address(setup) -> None:
+    actions, publisher, registry = setup
+    publisher.failing = True
+    with capture_logs() as lines:
+        outcome = actions.release(RELEASER, "jane@example.com")
+    assert (outcome.status, outcome.reason) == (503, "unavailable")
+    assert registry.get_sample_value("sendtrack_web_actions_total", {"action": "release"}) is None
+    assert [line["address_ref"] for line in lines] == [address_ref("jane@example.com")] and "jane" not in repr(lines)
 
 
 def test_the_kafka_publisher_waits_for_the_acknowledgement(kafka) -> None:

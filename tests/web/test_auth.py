@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from consumer.ops.exchange import Response
-from consumer.web.auth import ANONYMOUS, Auth, WebConfigError, load_web_config
+from consumer.web.auth import (
+    ANONYMOUS,
+    RELEASE_ADDRESSES_ROLE,
+    VIEW_ADDRESSES_ROLE,
+    Auth,
+    Identity,
+    WebConfigError,
+    load_web_config,
+)
 from consumer.web.owners import forward
 from tests.web.fakes import Recorder, basic, request
 from tests.web.serving import serve
@@ -68,6 +76,17 @@ def test_basic_users_get_their_roles(tmp_path: Path, users_yaml: str) -> None:
     assert bob is not None and auth.can_read(bob) and auth.can_act(bob) and not auth.can_confirm(bob)
     carol = auth.identify(basic("carol", "carol-pw"))  # authenticated, but no role: may not even read
     assert carol is not None and not auth.can_read(carol) and not auth.can_act(carol)
+
+
+def test_address_roles_are_held_by_verified_users_only() -> None:
+    both = frozenset({VIEW_ADDRESSES_ROLE, RELEASE_ADDRESSES_ROLE})
+    dave, viewer = Identity("dave", both, "bearer"), Identity("carol", frozenset({VIEW_ADDRESSES_ROLE}), "basic")
+    assert Auth.can_view_addresses(dave) and Auth.can_release_addresses(dave)
+    assert Auth.can_view_addresses(viewer) and not Auth.can_release_addresses(viewer)
+    assert not Auth.can_view_addresses(Identity("x", frozenset({"start_deliveries"}), "basic"))
+    unverified = Identity("anonymous", both, ANONYMOUS.method)  # whatever it claims, the open view's reader
+    assert not Auth.can_view_addresses(unverified) and not Auth.can_release_addresses(unverified)
+    assert not Auth.can_view_addresses(None) and not Auth().can_view_addresses(Auth().identify({}))
 
 
 @pytest.mark.parametrize(

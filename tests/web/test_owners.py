@@ -12,9 +12,12 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from consumer.kafka.partitioners import partition_of
 from consumer.ops.exchange import Request, Response
 from consumer.web.owners import (
+    ADDRESS_PARTITIONS,
     FORWARDED_HEADER,
+    KeyPartitions,
     Owners,
     advertised_url_of,
     client_id_for,
@@ -26,6 +29,7 @@ from consumer.web.owners import (
     peer_lookup,
     redirect,
     static_peers,
+    topic_partition_count,
 )
 from tests.web.fakes import Recorder, request
 from tests.web.serving import serve
@@ -133,6 +137,48 @@ def test_peers_come_from_a_list_or_a_name() -> None:
     assert "http://127.0.0.1:8080" in dns_peers("localhost", 8080)()
 
 
+def test_peers_list_the_partitions_of_either_group() -> None:
+    instance = Instance()
+    instance.partitions, instance.address_partitions = [0, 2], [1]
+    with serve(instance) as url:
+        instance.url = url
+        assert peer_lookup(static_peers([url]))() == {0: url, 2: url}
+        assert peer_lookup(static_peers([url]), field=ADDRESS_PARTITIONS)() == {1: url}
+
+
+def test_a_key_s_partition_is_the_producers_and_the_count_is_asked_again_after_a_while() -> None:
+    clock, counts = Clock(), iter([4, 8])
+    asked: list[int] = []
+
+    def partition_count() -> int:
+        asked.append(count := next(counts))
+        return count
+
+    partitions = KeyPartitions(partition_count, "murmur2_random", ttl_s=60.0, clock=clock)
+    assert partitions.of(b"jane@example.com") == partition_of(b"jane@example.com", 4, "murmur2")
+    clock.now = 60.0
+    partitions.of(b"x")
+    assert asked == [4]  # within the ttl: asked once
+    clock.now = 60.5
+    assert partitions.of(b"jane@example.com") == partition_of(b"jane@example.com", 8, "murmur2")
+    assert asked == [4, 8]
+
+
+def test_a_partition_count_that_cannot_be_known_is_asked_again_next_time() -> None:
+    answers: list[int | None] = [None, 3]
+
+    def partition_count() -> int:
+        answer = answers.pop(0)
+        if answer is None:
+            raise LookupError("no such topic")
+        return answer
+
+    partitions = KeyPartitions(partition_count, "consistent")
+    with pytest.raises(LookupError):
+        partitions.of(b"k")
+    assert partitions.of(b"k") == partition_of(b"k", 3, "consistent")
+
+
 # -- against the broker ------------------------------------------------------------------------------------------
 class Instance:
     """What an instance's /api/instance says: its URL and the partitions its consumer was assigned."""
@@ -140,9 +186,10 @@ class Instance:
     def __init__(self) -> None:
         self.url = ""
         self.partitions: list[int] = []
+        self.address_partitions: list[int] = []
 
     def handle(self, incoming: Request) -> Response:
-        body = {"url": self.url, "partitions": self.partitions}
+        body = {"url": self.url, "partitions": self.partitions, "address_partitions": self.address_partitions}
         return Response(200, json.dumps(body).encode())
 
 
@@ -189,3 +236,12 @@ def test_the_owner_of_every_partition_is_found_from_the_group_or_the_peers(kafka
         assert lookup() == expected
         owners = Owners(lookup)
         assert {p: owners.owner_of(p) for p in range(4)} == expected
+
+
+def test_a_topic_s_partition_count_comes_from_the_metadata(kafka) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    topic = f"web-keyed-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, 7, 1)])[topic].result()
+    assert topic_partition_count(admin, topic)() == 7
+    with pytest.raises(LookupError):
+        topic_partition_count(admin, f"{topic}-absent")()
