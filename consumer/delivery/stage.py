@@ -1,6 +1,7 @@
-"""The delivery stage: deliveries, MTA events and control commands -> message statuses, KPIs and sending logs,
-with partitioned state restored from the changelog. Its checkpoint output is one complete KPI snapshot per
-changed delivery and the changelog of the state changes; the state is written after the commit."""
+"""The delivery stage: deliveries, MTA events and control commands -> message statuses, KPIs and sending logs (and,
+with --quarantine, address signals), with partitioned state restored from the changelog. Its checkpoint output is
+one complete KPI snapshot per changed delivery and the changelog of the state changes; the state is written after
+the commit."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 
 from consumer.codec.avro import AvroCodec
-from consumer.codec.schemas import DELIVERY_KPI, SENDING_LOG
+from consumer.codec.schemas import ADDRESS_SIGNAL, DELIVERY_KPI, SENDING_LOG
 from consumer.core.delivery import DeliveryState
 from consumer.core.events import DELIVERY_EVENT_TYPES
 from consumer.core.processor import Output, kpi_record
@@ -25,8 +26,9 @@ from consumer.delivery.partition import PartitionRuntime
 from consumer.delivery.view import leftovers_of_archived
 from consumer.kafka import admin as topic_admin
 from consumer.kafka import config as kafka_config
-from consumer.kafka.producer import OutputProducer
+from consumer.kafka.producer import ANY_PARTITION, OutputProducer
 from consumer.ops.metrics import Metrics, Tally
+from consumer.quarantine.signals import normal_address
 from consumer.runtime.changelogs import ChangelogStores, Restored, StagedChanges, StoreSpec
 from consumer.runtime.dead_letters import DeadLetters
 from consumer.runtime.errors import StartupError
@@ -53,6 +55,8 @@ class DeliveryStage:
         t = settings.topics
         self.operations = {topic: ("READ",) for topic in self.inputs}
         self.operations |= {topic: ("WRITE",) for topic in (t.kpis, t.sending_logs, t.dlq)}
+        if settings.quarantine:
+            self.operations[t.address_signals] = ("WRITE",)
         self.operations[t.changelog] = ("READ", "WRITE")  # restored from, and written at each checkpoint
         self.poison: set[Coordinates] = set()
         self._metrics = metrics
@@ -61,6 +65,7 @@ class DeliveryStage:
         self._changelogs = ChangelogStores([StoreSpec(t.changelog, merge=merge)], stores, metrics, self._log)
         self._kpi_codec = AvroCodec.named(DELIVERY_KPI)
         self._log_codec = AvroCodec.named(SENDING_LOG)
+        self._signal_codec = AvroCodec.named(ADDRESS_SIGNAL)
         self.runtimes: dict[int, PartitionRuntime] = {}  # the runner's, seen from HTTP threads
         self._kpis: dict[str, dict[str, Any]] = {}  # last published KPI per owned delivery, for HTTP
         # HTTP threads read `runtimes` and `_kpis` while rebalances and checkpoints change them: a reader sees all of
@@ -95,7 +100,7 @@ class DeliveryStage:
             self._metrics,
             self._log,
             int(self._settings.max_clock_skew_s * 1000),
-            self._produce_sending_logs,
+            self._produce_applied,
             self.poison,
         )
 
@@ -136,7 +141,8 @@ class DeliveryStage:
         """A partition's runtime over its (restored) store, with the instance's rules."""
         retention_s = self._settings.state_retention_s
         retention_ms = None if retention_s is None else int(retention_s * 1000)
-        return PartitionRuntime(partition, store, self._settings.efs_default, retention_ms)
+        settings = self._settings
+        return PartitionRuntime(partition, store, settings.efs_default, retention_ms, settings.quarantine)
 
     def close(self, work: PartitionWork) -> None:
         assert isinstance(work, PartitionRuntime)
@@ -151,17 +157,29 @@ class DeliveryStage:
     def process(self, messages: Sequence[Message], works: dict[int, PartitionWork], now_s: float) -> None:
         self._intake.process(messages, works, now_s)  # type: ignore[arg-type]  # our works are PartitionRuntimes
 
-    def _produce_sending_logs(self, runtime: PartitionRuntime) -> None:
-        """Send the status changes as they happen, into the open transaction: the checkpoint then only has
-        the KPIs and the changelog left to produce, which keeps it, and the event-to-KPI latency, short."""
+    def _produce_applied(self, runtime: PartitionRuntime) -> None:
+        """Send the status changes and address signals as they happen, into the open transaction: the checkpoint
+        then only has the KPIs and the changelog left to produce, which keeps it, and the event-to-KPI latency,
+        short."""
         logs = runtime.processor.take_sending_logs()
         self._send_logs(logs, runtime.partition)
         runtime.tally.add(self._metrics.sending_logs_published, len(logs))
+        self._send_signals(runtime.processor.take_address_signals(), runtime.tally)
 
     def _send_logs(self, logs: list[dict[str, Any]], partition: int) -> None:
         produce, encode, topic = self._producer.produce, self._log_codec.encode, self._topics.sending_logs
         for log in logs:
             produce(topic, encode(log), log["delivery_id"].encode(), partition)
+
+    def _send_signals(self, signals: list[dict[str, Any]], tally: Tally) -> None:
+        """address.signals is partitioned by address, not by delivery: the configured partitioner places each
+        signal by its key, the normal address, which is also the record's address."""
+        produce, encode, topic = self._producer.produce, self._signal_codec.encode, self._topics.address_signals
+        counted = self._metrics.address_signals
+        for signal in signals:
+            address = signal["address"] = normal_address(signal["address"])
+            produce(topic, encode(signal), address.encode(), ANY_PARTITION)
+            tally.add(counted.labels(signal["kind"]))
 
     def stage_checkpoint(self, work: PartitionWork, now_ms: int | None) -> _Staged | None:
         assert isinstance(work, PartitionRuntime)
@@ -170,9 +188,10 @@ class DeliveryStage:
         out = work.processor.take_output()
         self._tally(work.tally, out)  # counted when this checkpoint commits, even one that changed nothing
         changes = work.view.stage()
-        if not (changes or out.kpis or out.sending_logs):
+        if not (changes or out.kpis or out.sending_logs or out.address_signals):
             return None
         self._produce_outputs(work.partition, out)
+        self._send_signals(out.address_signals, work.tally)  # the validity end's, made at the checkpoint
         changelog = self._changelogs.produce(self._producer, work.partition, {DEFAULT_STORE: changes}, work.consumed)
         return _Staged(changelog, out)
 

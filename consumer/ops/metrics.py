@@ -72,6 +72,12 @@ class Metrics:
         self.sending_logs_published = Counter(
             "sendtrack_sending_log_records_published", "SendingLog records published", registry=r
         )
+        self.address_signals = Counter(
+            "sendtrack_address_signals",
+            "AddressSignal records the delivery stage published (--quarantine), by kind",
+            ["kind"],
+            registry=r,
+        )
         self.assigned_partitions = Gauge("sendtrack_assigned_partitions", "Partitions owned", ["stage"], registry=r)
         self.state_keys = Gauge(
             "sendtrack_state_keys",

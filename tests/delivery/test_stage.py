@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import ADDRESS_SIGNAL
 from consumer.core.processor import PartitionProcessor
-from tests.delivery.test_intake import prepare, relayed
+from consumer.kafka.producer import ANY_PARTITION
+from tests.core.builders import prepared
+from tests.delivery.test_intake import DELIVERIES, NOW_MS, prepare, relayed
 from tests.runtime.fakes import LoopDriver
 
 
@@ -56,3 +60,52 @@ def test_a_reader_never_sees_half_of_a_checkpoint_s_kpis(monkeypatch):
     for reader in readers:
         reader.join()
     assert seen and all(kpis["a"]["processed"] == kpis["b"]["processed"] == 1 for kpis in seen), seen
+
+
+# -- address signals (--quarantine) -------------------------------------------------------------------------------
+SIGNALS = AvroCodec.named(ADDRESS_SIGNAL)
+
+
+def signals_published(driver: LoopDriver) -> list[tuple[bytes | None, int, dict]]:
+    return [(r.key, r.partition, SIGNALS.decode(r.value)) for r in driver.producer.on(driver.topics.address_signals)]
+
+
+def counted_signals(driver: LoopDriver, kind: str) -> float | None:
+    return driver.service.metrics.registry.get_sample_value("sendtrack_address_signals_total", {"kind": kind})
+
+
+def test_address_signals_go_out_with_the_checkpoint_keyed_by_the_normal_address_for_the_partitioner():
+    driver = LoopDriver(partitions=1, quarantine=True)
+    assert driver.stage.operations[driver.topics.address_signals] == ("WRITE",)
+    bounce = relayed(driver, "d", "m1", kind="HARD_BOUNCE", reason="user_unknown", address=" Jane@Example.COM")
+    driver.poll([prepare(driver, "d"), relayed(driver, "d", "m1", address="jane@example.com"), bounce])
+    assert signals_published(driver) == []  # produced into the open transaction, not yet committed
+    assert counted_signals(driver, "HARD_ERROR") in (None, 0.0)
+    driver.checkpoint()
+    [(key, partition, signal)] = signals_published(driver)
+    assert (key, partition) == (b"jane@example.com", ANY_PARTITION)
+    assert (signal["kind"], signal["address"], signal["reason"]) == ("HARD_ERROR", "jane@example.com", "user_unknown")
+    assert counted_signals(driver, "HARD_ERROR") == 1
+
+
+def test_the_validity_end_s_failure_is_published_by_the_checkpoint_that_passes_it():
+    driver = LoopDriver(partitions=1, quarantine=True)
+    end = NOW_MS - 500  # after the events, before the wall clock of the checkpoint, which passes it
+    send = prepared("d", efs=False, validity_end=end, at=NOW_MS - 10_000)
+    bounce = relayed(driver, "d", "m1", kind="SOFT_BOUNCE", reason="mailbox_full", address="a@example.com")
+    driver.poll([driver.message(driver.topics.deliveries, 0, b"d", DELIVERIES.encode(send)), bounce])
+    driver.checkpoint()
+    assert [(s["kind"], s["message_id"], s["occurred_at"], s["reason"]) for *_, s in signals_published(driver)] == [
+        ("SOFT_ERROR", "m1", NOW_MS - 1_000, "mailbox_full"),
+        ("VALIDITY_END_FAILURE", "m1", end, "mailbox_full"),
+    ]
+    assert signals_published(driver)[1][2]["event_id"] == "validity-end:d/m1"
+    assert counted_signals(driver, "VALIDITY_END_FAILURE") == counted_signals(driver, "SOFT_ERROR") == 1
+
+
+def test_without_quarantine_the_stage_neither_signals_nor_may_write_address_signals():
+    driver = LoopDriver(partitions=1)
+    assert driver.topics.address_signals not in driver.stage.operations
+    driver.poll([prepare(driver, "d"), relayed(driver, "d", "m1", kind="DELIVERED", address="a@example.com")])
+    driver.checkpoint()
+    assert signals_published(driver) == []
