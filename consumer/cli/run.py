@@ -23,10 +23,12 @@ from consumer.kafka.config import security_from_env, security_settings
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
 from consumer.ops.metrics import Metrics
+from consumer.quarantine.stage import QuarantineStage
 from consumer.runtime.app import Service
 from consumer.runtime.errors import CANNOT_START, INTERNAL_ERROR, KAFKA_FATAL, ServiceError
 from consumer.runtime.runner import Clock
 from consumer.runtime.settings import Flag, IngestSource, Settings, default_of, flagged
+from consumer.runtime.stage import Stage
 from consumer.runtime.workers import Supervisor, watch_parent
 from consumer.web.auth import WebConfigError
 
@@ -134,10 +136,15 @@ def argv(settings: Settings) -> list[str]:
 
 
 def build_service(settings: Settings, clock: Clock = time.time) -> Service:
-    """The instance these settings describe: the delivery stage (unless off) and the configured ingest stages."""
+    """The instance these settings describe: the delivery stage (unless off), the quarantine stage (--quarantine)
+    and the configured ingest stages."""
     metrics = Metrics()
-    delivery = DeliveryStage(settings, metrics, logs.get("sendtrack.service")) if settings.delivery_stage else None
-    stages = [*([delivery] if delivery else []), *ingest_stages(settings, metrics)]
+    log = logs.get("sendtrack.service")
+    delivery = DeliveryStage(settings, metrics, log) if settings.delivery_stage else None
+    stages: list[Stage] = [delivery] if delivery else []
+    if delivery and settings.quarantine:  # beside the delivery stage, whose address signals it reads
+        stages.append(QuarantineStage(settings, metrics, log))
+    stages += ingest_stages(settings, metrics)
     return Service(settings, clock, metrics, stages=stages, kpi_lookup=delivery.kpi if delivery else None)
 
 

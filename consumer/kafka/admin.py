@@ -24,6 +24,12 @@ COMPACTED = {
     "segment.ms": str(3_600_000),
     "delete.retention.ms": str(3_600_000),
 }
+# address.signals holds recipient addresses in clear (personal data): kept a week, long enough to ride out an outage
+# of the quarantine stage, short enough that `sendtrack quarantine forget` leaves no copy in it for long (a FORGET
+# erases the state, the changelog and address.quarantine; Kafka cannot delete single records of a delete-policy
+# topic). The stage's input must be read well within this.
+SIGNALS_RETENTION_MS = 7 * 86_400_000
+ADDRESS_SIGNALS = {"cleanup.policy": "delete", "retention.ms": str(SIGNALS_RETENTION_MS)}
 
 
 class TopicLayoutError(RuntimeError):
@@ -42,9 +48,11 @@ def ensure_topics(
     replication: int = 1,
     timeout: float = 30.0,
     extra: tuple[str, ...] = (),
+    quarantine: bool = False,
 ) -> list[str]:
-    """Create the missing topics with their configs (and the `extra` ones, plain); return the names created."""
-    wanted = (*topics.all, *extra)
+    """Create the missing topics with their configs (the quarantine's too if asked, and the `extra` ones, plain);
+    return the names created."""
+    wanted = (*topics.all, *(topics.quarantine if quarantine else ()), *extra)
     existing = partition_counts(admin, wanted)
     missing = [name for name in wanted if name not in existing]
     if missing:
@@ -64,6 +72,8 @@ def ensure_topics(
                 raise
         _await_listed(admin, tuple(missing), timeout)
     check_copartitioned(admin, topics)
+    if quarantine:
+        check_same_partitions(admin, topics.quarantine)
     return missing
 
 
@@ -77,14 +87,22 @@ def _await_listed(admin: AdminClient, names: tuple[str, ...], timeout: float) ->
 
 def check_copartitioned(admin: AdminClient, topics: Topics) -> int:
     """Inputs and changelog must have one partition count: partition p of each belongs together."""
-    counts = partition_counts(admin, (*topics.inputs, topics.changelog))
-    absent = [name for name in (*topics.inputs, topics.changelog) if name not in counts]
+    return check_same_partitions(admin, (*topics.inputs, topics.changelog))
+
+
+def check_same_partitions(admin: AdminClient, names: tuple[str, ...]) -> int:
+    """Co-partitioned topics (a stage's inputs, the changelog of its state, an output by input partition) must
+    exist and have one partition count; it is returned."""
+    counts = partition_counts(admin, names)
+    absent = [name for name in names if name not in counts]
     if absent:
         raise TopicLayoutError(f"missing topics: {', '.join(absent)} (run with --create-topics)")
     if len(set(counts.values())) != 1:
-        raise TopicLayoutError(f"input and changelog topics must have one partition count, got {counts}")
+        raise TopicLayoutError(f"co-partitioned topics must have one partition count, got {counts}")
     return next(iter(counts.values()))
 
 
 def _config_for(name: str, topics: Topics) -> Mapping[str, Any]:
+    if name == topics.address_signals:
+        return ADDRESS_SIGNALS
     return COMPACTED if name in topics.compacted else {}

@@ -27,8 +27,14 @@ class Topics:
         return (self.deliveries, self.mta_events, self.control)
 
     @property
-    def compacted(self) -> tuple[str, str]:
-        return (self.kpis, self.changelog)
+    def compacted(self) -> tuple[str, ...]:
+        return (self.kpis, self.changelog, self.address_quarantine, self.quarantine_changelog)
+
+    @property
+    def quarantine(self) -> tuple[str, str, str]:
+        """The quarantine stage's (--quarantine), co-partitioned: its input, its output by input partition, its
+        changelog."""
+        return (self.address_signals, self.address_quarantine, self.quarantine_changelog)
 
     @property
     def all(self) -> tuple[str, ...]:

@@ -99,6 +99,31 @@ class Metrics:
             ["format", "type"],
             registry=r,
         )
+        # The quarantine stage (--quarantine). Never an address as a label: addresses are personal data.
+        self.quarantine_addresses = Gauge(
+            "sendtrack_quarantine_addresses",
+            "Addresses of the owned partitions by published quarantine status (committed state)",
+            ["status"],
+            registry=r,
+        )
+        self.quarantine_transitions = Counter(
+            "sendtrack_quarantine_transitions",
+            "Published address status changes (NONE: no record, before the first or after an erase)",
+            ["from_status", "to_status"],
+            registry=r,
+        )
+        self.quarantine_signals = Counter(
+            "sendtrack_quarantine_signals",
+            "Address signals applied by kind and outcome (applied, duplicate, late), counted when committed",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.quarantine_records = Counter(
+            "sendtrack_quarantine_records_published",
+            "address.quarantine records published: status records and tombstones",
+            ["record"],
+            registry=r,
+        )
 
 
 class Tally:

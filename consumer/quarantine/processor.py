@@ -38,6 +38,15 @@ class AddressBook(Protocol):
     def put_clock(self, now: int) -> None: ...
 
 
+class ApplyFailed(Exception):
+    """Applying the signal at `index` of a batch raised: the signals before it are applied, so the caller must drop
+    the partition's uncommitted state before going on."""
+
+    def __init__(self, index: int, signal: Signal) -> None:
+        super().__init__(f"applying signal {index} ({signal.kind} {signal.event_id!r}) failed")
+        self.index = index
+
+
 @dataclass(slots=True)
 class QuarantineOutput:
     """What a checkpoint publishes and reports, accumulated since the last take."""
@@ -62,18 +71,25 @@ class QuarantineProcessor:
         """Apply a batch of (address, signal); a FORGET erases its address. now_ms, the wall clock, caps how far
         event times move the clock, as in the core: a future-dated signal is applied but cannot end a window early."""
         newest = self._time
-        for address, signal in signals:
-            if signal.kind == FORGET:
-                self._out.outcomes[FORGET, APPLIED if self.forget(address) else DUPLICATE] += 1
-                continue
-            state = self._book.get(address) or AddressState.new(address, self.limits)
-            outcome = state.apply(signal, self.rules, self.limits)
-            self._book.put(state, self._deadline(state))
-            self._out.outcomes[signal.kind, outcome] += 1
-            if outcome != DUPLICATE:
-                self._dirty.add(address)
-            newest = max(newest, signal.occurred_at)
+        for index, (address, signal) in enumerate(signals):
+            try:
+                self._apply(address, signal)
+            except Exception as exc:
+                raise ApplyFailed(index, signal) from exc
+            if signal.kind != FORGET:  # a command, not part of the address's history
+                newest = max(newest, signal.occurred_at)
         self.advance_clock(newest if now_ms is None else min(newest, max(now_ms, self._time)))
+
+    def _apply(self, address: str, signal: Signal) -> None:
+        if signal.kind == FORGET:
+            self._out.outcomes[FORGET, APPLIED if self.forget(address) else DUPLICATE] += 1
+            return
+        state = self._book.get(address) or AddressState.new(address, self.limits)
+        outcome = state.apply(signal, self.rules, self.limits)
+        self._book.put(state, self._deadline(state))
+        self._out.outcomes[signal.kind, outcome] += 1
+        if outcome != DUPLICATE:
+            self._dirty.add(address)
 
     def advance_clock(self, now_ms: int) -> None:
         """Move time forward: statuses time changes (a counter reset, a mailbox_full release) are republished, and

@@ -111,7 +111,7 @@ class Service:
         if s.create_topics:
             admin = AdminClient({**base, "error_cb": self.runners[0].on_kafka_error})
             sources = tuple(source.topic for source in s.ingest)
-            created = topic_admin.ensure_topics(admin, s.topics, s.partitions, extra=sources)
+            created = topic_admin.ensure_topics(admin, s.topics, s.partitions, extra=sources, quarantine=s.quarantine)
             if created:
                 self._log.info("topics_created", topics=created, partitions=s.partitions)
         self._check_permissions(base)

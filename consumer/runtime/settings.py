@@ -36,6 +36,21 @@ def _duration_text(seconds: float | None) -> str:
     return NEVER if seconds is None else f"{seconds}s"
 
 
+def span_s(text: str) -> float:
+    """A duration that has an end: `never` is refused."""
+    seconds = duration_s(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: this duration cannot be never")
+    return seconds
+
+
+def _count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a count of at least 1, not {text!r}")
+    return count
+
+
 def _port(text: str) -> int | None:
     port = int(text)
     return None if port < 0 else port
@@ -168,6 +183,41 @@ class Settings:
     # The delivery stage publishes address signals and the instance runs the quarantine stage (consumer/quarantine).
     quarantine: bool = flag(
         False, name="--quarantine", switch=True, help="address signals and the quarantine stage (address.quarantine)"
+    )
+    # The quarantine's rules and limits (consumer/quarantine/README.md): the platform's defaults.
+    quarantine_threshold: int = flag(
+        5, name="--quarantine-threshold", parse=_count, help="quarantine: the counted error that quarantines"
+    )
+    quarantine_error_window_s: float = flag(
+        86_400.0,
+        name="--quarantine-error-window",
+        parse=span_s,
+        text=_duration_text,
+        help="quarantine: errors closer than this to the last counted one count once (1d)",
+    )
+    quarantine_reset_after_s: float = flag(
+        10 * 86_400.0,
+        name="--quarantine-reset-after",
+        parse=span_s,
+        text=_duration_text,
+        help="quarantine: the error counter resets when its last counted error is older than this (10d)",
+    )
+    mailbox_full_release_s: float = flag(
+        30 * 86_400.0,
+        name="--mailbox-full-release",
+        parse=span_s,
+        text=_duration_text,
+        help="quarantine: an address erroneous for mailbox_full this long is valid again (30d)",
+    )
+    recipient_history: int = flag(
+        100, name="--recipient-history", parse=_count, help="quarantine: messages kept per address (100)"
+    )
+    address_idle_after_s: float = flag(
+        180 * 86_400.0,
+        name="--address-idle-after",
+        parse=span_s,
+        text=_duration_text,
+        help="quarantine: an address valid and without a signal this long is dropped (180d)",
     )
     session_timeout_ms: int = flag(45_000, name="--session-timeout-ms", parse=int)
     batch_size: int = 5_000
