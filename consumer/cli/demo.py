@@ -39,6 +39,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deliveries", type=int, default=6)
     parser.add_argument("--messages", type=int, default=20_000, help="per delivery")
     parser.add_argument("--rate", type=int, default=20_000, help="events per second fed to Kafka")
+    parser.add_argument(
+        "--addresses", type=int, default=0, help="recipient addresses from a pool of this many (for --quarantine)"
+    )
     parser.add_argument("--once", action="store_true", help="exit when every KPI is final-correct (for scripts)")
     parser.set_defaults(log_format="console", session_timeout_ms=6_000, store="memory")
 
@@ -78,7 +81,9 @@ def command(args: argparse.Namespace) -> int:
 def _feed_and_watch(args: argparse.Namespace, service: Service) -> int:
     deliveries = find_delivery_stage(service.stages)
     assert deliveries is not None  # the demo always runs the delivery stage
-    workload = generate(WorkloadSpec.ending_now(deliveries=args.deliveries, messages=args.messages, ended=1))
+    workload = generate(
+        WorkloadSpec.ending_now(deliveries=args.deliveries, messages=args.messages, ended=1, addresses=args.addresses)
+    )
     while not service.readiness()[0]:
         time.sleep(0.2)
     if service.http_port:

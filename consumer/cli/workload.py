@@ -26,6 +26,9 @@ class WorkloadSpec:
     reorder_window: int = 32
     start_ms: int = 1_767_225_600_000  # 2026-01-01; pass about now() - span_ms() for a live service
     ended: int = 0  # how many deliveries reach their validity end during the send
+    # Recipient addresses for the MTA events, from a pool of this many shared by the deliveries (0: none, the
+    # events name no address); with --quarantine the delivery stage signals them.
+    addresses: int = 0
 
     def span_ms(self) -> int:
         """From the first relay to the last feedback of a delivery."""
@@ -40,6 +43,14 @@ class WorkloadSpec:
     @property
     def delivery_ids(self) -> list[str]:
         return [f"delivery-{i:04d}" for i in range(self.deliveries)]
+
+    def recipient(self, delivery_index: int, message_index: int) -> str | None:
+        """A message's address from the pool; every other delivery spells the domain in capitals, which the
+        address's normal form folds."""
+        if not self.addresses:
+            return None
+        number = (delivery_index * self.messages + message_index) % self.addresses
+        return f"recipient-{number:06d}@{'Example.COM' if delivery_index % 2 else 'example.com'}"
 
 
 @dataclass
@@ -112,47 +123,46 @@ def _delivery(spec: WorkloadSpec, rnd: random.Random, workload: Workload, index:
     reasons: Counter[str] = Counter()
     seq = 0
 
-    def emit(message_id: str, kind: str, at: int, **extra: Any) -> None:
+    def emit(m: int, kind: str, at: int, **extra: Any) -> None:
         nonlocal seq
         seq += 1
         workload.mta_events.append(
             {
                 "event_id": f"{delivery_id}-e{seq}",
                 "delivery_id": delivery_id,
-                "message_id": message_id,
+                "message_id": f"m{m:07d}",
                 "type": kind,
                 "occurred_at": at,
                 "attempt": extra.pop("attempt", 0),
                 "reason": extra.pop("reason", None),
                 "url": extra.pop("url", None),
-                "address": None,
+                "address": spec.recipient(index, m),
             }
         )
 
     for m in range(spec.messages):
-        message_id = f"m{m:07d}"
         relayed = start + m * 5
-        emit(message_id, "RELAYED", relayed)
+        emit(m, "RELAYED", relayed)
         roll = rnd.random()
         sent = False
         if roll < 0.90:
-            emit(message_id, "DELIVERED", relayed + rnd.randint(200, 5_000))
+            emit(m, "DELIVERED", relayed + rnd.randint(200, 5_000))
             sent = True
         elif roll < 0.94:
             reason = rnd.choice(REASONS_HARD)
-            emit(message_id, "HARD_BOUNCE", relayed + rnd.randint(200, 5_000), reason=reason)
+            emit(m, "HARD_BOUNCE", relayed + rnd.randint(200, 5_000), reason=reason)
             reasons[reason] += 1
         else:
             reason = rnd.choice(REASONS_SOFT)
-            emit(message_id, "SOFT_BOUNCE", relayed + rnd.randint(200, 5_000), reason=reason)
+            emit(m, "SOFT_BOUNCE", relayed + rnd.randint(200, 5_000), reason=reason)
             if rnd.random() < 0.60:
-                emit(message_id, "DELIVERED", relayed + rnd.randint(60_000, 600_000), attempt=1)
+                emit(m, "DELIVERED", relayed + rnd.randint(60_000, 600_000), attempt=1)
                 sent = True
             else:
                 reasons[reason] += 1
                 if not ended:  # otherwise the validity end fails it
                     emit(
-                        message_id,
+                        m,
                         "RETRIES_EXHAUSTED",
                         relayed + rnd.randint(600_000, 1_800_000),
                         attempt=3,
@@ -163,18 +173,18 @@ def _delivery(spec: WorkloadSpec, rnd: random.Random, workload: Workload, index:
             clicked = rnd.random() < 1 / 3
             opens = 0 if clicked and rnd.random() < 0.1 else (2 if rnd.random() < 0.2 else 1)
             for _ in range(opens):
-                emit(message_id, "OPEN", relayed + rnd.randint(60_000, span))
+                emit(m, "OPEN", relayed + rnd.randint(60_000, span))
             tally["opens_total"] += opens
             tally["opens_unique"] += 1
             if clicked:
-                emit(message_id, "CLICK", relayed + rnd.randint(60_000, span), url=f"https://shop.example/{m % 7}")
+                emit(m, "CLICK", relayed + rnd.randint(60_000, span), url=f"https://shop.example/{m % 7}")
                 tally["clicks_total"] += 1
                 tally["clicks_unique"] += 1
         if rnd.random() < 0.001:
-            emit(message_id, "COMPLAINT", relayed + rnd.randint(60_000, span))
+            emit(m, "COMPLAINT", relayed + rnd.randint(60_000, span))
             tally["complaints"] += 1
     if ended:  # late feedback after the validity end: applied, and the KPI stays final
-        emit("m0000000", "IGNORED", validity_end + 1_000)
+        emit(0, "IGNORED", validity_end + 1_000)
 
     processed = spec.messages
     workload.expected[delivery_id] = {
