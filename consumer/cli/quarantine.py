@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -64,7 +65,7 @@ from consumer.quarantine.signals import FORGET, RELEASE
 
 NOT_APPLIED = 3
 READER_GROUP = "sendtrack-quarantine-reader"  # never joined: assigned partitions, no commits
-READ_TIMEOUT_S = 60.0  # to read address.quarantine (a partition, or all with --all) to its end
+STALL_S = 30.0  # reading address.quarantine to its end fails after this long without a record or a partition end
 SEVERITY = (DENYLISTED, QUARANTINED, ERRONEOUS, VALID)  # the statuses, in the order of `show --all`
 
 Latest = dict[bytes, bytes | None]  # key -> the value of its last record (None: a tombstone)
@@ -136,11 +137,12 @@ class StatusReader:
     def to_end(self, partitions: list[int], latest: Latest, key: bytes | None = None) -> None:
         """Read the assigned partitions to their end, keeping the last value of each key (of `key` only)."""
         remaining = set(partitions)
-        deadline = time.monotonic() + READ_TIMEOUT_S
+        stalled_at = time.monotonic() + STALL_S  # a big partition takes its time; one that stops answering fails
         while remaining:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.topic} was not read to its end within {READ_TIMEOUT_S:g} s")
+            if time.monotonic() > stalled_at:
+                raise TimeoutError(f"{self.topic} stopped answering before its end (nothing for {STALL_S:g} s)")
             for msg in self._messages(0.2):
+                stalled_at = time.monotonic() + STALL_S
                 if msg.error() is not None:  # the partition's end
                     remaining.discard(msg.partition())
                 elif key is None or msg.key() == key:
@@ -164,9 +166,14 @@ class StatusReader:
             yield msg
 
 
+@cache
+def codec(schema: str) -> AvroCodec:
+    return AvroCodec.named(schema)
+
+
 def decode(value: bytes, where: str) -> dict[str, Any]:
     try:
-        return AvroCodec.named(ADDRESS_STATUS).decode(value)
+        return codec(ADDRESS_STATUS).decode(value)
     except DecodeError as exc:
         raise ToolError(f"a record of {where} is no AddressStatus: {exc}") from None
 
@@ -337,7 +344,7 @@ def send(args: argparse.Namespace, kind: str) -> int:
 def written(config: dict[str, Any], topic: str, partition: int, key: bytes, signal: dict[str, Any]) -> bool:
     """Produce the signal; its audit line says whether Kafka acknowledged it."""
     sender = producer(config)
-    sender.produce(topic, AvroCodec.named(ADDRESS_SIGNAL).encode(signal), key, partition=partition)
+    sender.produce(topic, codec(ADDRESS_SIGNAL).encode(signal), key, partition=partition)
     acknowledged = sender.unacknowledged(ACK_TIMEOUT_S) == 0
     logging.configure(json=True)
     log = logging.get("sendtrack.quarantine").bind(

@@ -26,7 +26,7 @@ from consumer.quarantine.records import status_record
 from consumer.quarantine.rules import ADDRESS_STATUSES, DAY_MS, Rules
 from consumer.quarantine.signals import COMPLAINT, DELIVERED, FORGET, OPEN, RELEASE, SOFT_ERROR, Signal
 from consumer.quarantine.state import AddressState, Limits
-from tests.cli.tools import outcome, sendtrack
+from tests.cli.tools import closed_port, outcome, sendtrack
 
 PARTITIONS = 4
 T0 = 1_796_000_000_000  # 2026-11-30T00:53:20Z
@@ -339,3 +339,13 @@ def test_missing_topics_are_named(kafka) -> None:
         CANNOT_RUN,
         f"sendtrack quarantine: topic 'no-such-signals' does not exist on Kafka at {kafka.bootstrap_servers}\n",
     )
+
+
+def test_an_unreachable_kafka_is_one_line_naming_it_and_exit_2() -> None:
+    nowhere = Quarantine(f"127.0.0.1:{closed_port()}", "s", "q")
+    running = [nowhere.tool("show", "a@b.c"), nowhere.tool("release", "a@b.c", "--actor", "alice", "--wait", "5")]
+    for process in running:
+        code, stdout, stderr = outcome(process)
+        assert (code, stdout) == (CANNOT_RUN, "")
+        reason = f"cannot reach Kafka at {nowhere.bootstrap} (connection refused) within 10 s"
+        assert stderr == f"sendtrack quarantine: {reason}\n"
