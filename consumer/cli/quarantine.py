@@ -51,7 +51,7 @@ from consumer.cli.options import (
     tool,
 )
 from consumer.codec.avro import AvroCodec
-from consumer.codec.errors import DecodeError
+from consumer.codec.errors import DecodeError, InvalidEvent
 from consumer.codec.schemas import ADDRESS_SIGNAL, ADDRESS_STATUS
 from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
@@ -59,6 +59,7 @@ from consumer.kafka.partitioners import partition_of
 from consumer.kafka.topics import Topics
 from consumer.ops import logging
 from consumer.quarantine.commands import command_key, command_signal
+from consumer.quarantine.intake import check_signal
 from consumer.quarantine.privacy import address_ref
 from consumer.quarantine.rules import DENYLISTED, ERRONEOUS, QUARANTINED, VALID
 from consumer.quarantine.signals import FORGET, RELEASE
@@ -319,17 +320,17 @@ def os_actor() -> str:
 def send(args: argparse.Namespace, kind: str) -> int:
     if args.wait is not None and args.wait < 0:
         raise ToolError(f"--wait {args.wait:g}: a number of seconds, 0 or more")
+    now = int(time.time() * 1000)
+    key = command_key(args.address)
     try:
-        signal = command_signal(
-            kind, args.address, args.actor or os_actor(), int(time.time() * 1000), str(uuid.uuid4())
-        )
-    except ValueError as exc:
+        signal = command_signal(kind, args.address, args.actor or os_actor(), now, str(uuid.uuid4()))
+        check_signal(signal, key, now)  # as the stage checks it: what it would dead-letter is refused here
+    except (ValueError, InvalidEvent) as exc:
         raise ToolError(str(exc)) from None
     signals_topic, topic = args.topic_address_signals, args.topic_address_quarantine
     config = connect(args, signals_topic, "WRITE")
     if args.wait is not None:
         connect(args, topic)
-    key = command_key(args.address)
     with reading(config, topic), StatusReader(config, topic) as reader:
         partition = address_partition(reader, args, key)
         before = status_of(reader, partition, key) if args.wait is not None else None

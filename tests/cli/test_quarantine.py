@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from consumer.cli.options import CANNOT_RUN, NOT_ACCEPTED
 from consumer.cli.quarantine import NOT_APPLIED, SEVERITY
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import ADDRESS_SIGNAL, ADDRESS_STATUS
-from consumer.kafka.admin import COMPACTED
+from consumer.kafka.admin import COMPACTED, ensure_topics
 from consumer.kafka.config import reader_config
 from consumer.kafka.partitioners import partition_of
 from consumer.quarantine.privacy import address_ref
@@ -27,6 +28,7 @@ from consumer.quarantine.rules import ADDRESS_STATUSES, DAY_MS, Rules
 from consumer.quarantine.signals import COMPLAINT, DELIVERED, FORGET, OPEN, RELEASE, SOFT_ERROR, Signal
 from consumer.quarantine.state import AddressState, Limits
 from tests.cli.tools import closed_port, outcome, sendtrack
+from tests.runtime.harness import Pipeline, stop
 
 PARTITIONS = 4
 T0 = 1_796_000_000_000  # 2026-11-30T00:53:20Z
@@ -320,6 +322,7 @@ def test_a_wait_that_expires_exits_3_with_the_signal_written(quarantine) -> None
         (["show", "a@b.c", "--status", "VALID"], "--status goes with --all"),
         (["release", "  ", "--actor", "alice"], "an address command needs an address"),
         (["forget", "a@b.c", "--actor", "alice", "--wait", "-1"], "--wait -1: a number of seconds, 0 or more"),
+        (["release", "a@b.c", "--actor", "a" * 257], "actor: more than 256 characters"),
     ],
 )
 def test_a_wrong_request_is_one_line_and_exit_2(quarantine, args: list[str], line: str) -> None:
@@ -349,3 +352,58 @@ def test_an_unreachable_kafka_is_one_line_naming_it_and_exit_2() -> None:
         assert (code, stdout) == (CANNOT_RUN, "")
         reason = f"cannot reach Kafka at {nowhere.bootstrap} (connection refused) within 10 s"
         assert stderr == f"sendtrack quarantine: {reason}\n"
+
+
+# -- through the quarantine stage ----------------------------------------------------------------------------------
+STAGE_TIMEOUT_S = 90.0  # a generous bound for an instance to start and apply a signal: a hang, not a measure
+
+
+def test_release_and_forget_wait_through_the_quarantine_stage(kafka, tmp_path) -> None:
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=2)
+    ensure_topics(AdminClient({"bootstrap.servers": kafka.bootstrap_servers}), pipeline.topics, 2, quarantine=True)
+    topics = pipeline.topics
+    tool = Quarantine(kafka.bootstrap_servers, topics.address_signals, topics.address_quarantine)
+    address = "bounced@example.com"
+    hard_error = {
+        "event_id": "mta-1",
+        "address": "Bounced@Example.com",
+        "kind": "HARD_ERROR",
+        "occurred_at": int(time.time() * 1000) - 60_000,
+        "delivery_id": "d1",
+        "message_id": "m1",
+        "reason": "user_unknown",
+        "actor": None,
+    }
+    pipeline.produce_raw(topics.address_signals, address.encode(), SIGNALS.encode(hard_error))
+    instance = pipeline.start("q", store="memory", quarantine=True)
+    try:
+        assert shown_when(tool, address, lambda record: record["status"] == "QUARANTINED", instance)["rule"] == (
+            "HARD_ERROR"
+        )
+        code, out, err = outcome(
+            tool.tool("release", "BOUNCED@example.com", "--actor", "ops", "--wait", str(STAGE_TIMEOUT_S)),
+            STAGE_TIMEOUT_S + 10,
+        )
+        assert (code, err.splitlines()[-1]) == (0, "released: VALID by MANUAL_RELEASE"), err
+        released = json.loads(tool.run("show", address, "--json")[1])
+        assert (released["status"], released["decided_by"]["event_id"]) == ("VALID", out.strip())
+        assert released["decided_by"]["kind"] == RELEASE
+
+        code, _, err = outcome(
+            tool.tool("forget", address, "--actor", "ops", "--wait", str(STAGE_TIMEOUT_S)), STAGE_TIMEOUT_S + 10
+        )
+        assert (code, err.splitlines()[-1]) == (0, "forgotten (tombstone)"), err
+        assert tool.run("show", address)[0] == NOT_ACCEPTED
+    finally:
+        assert stop(instance) == 0
+
+
+def shown_when(tool: Quarantine, address: str, wanted: Callable[[dict[str, Any]], bool], instance: Any) -> dict:
+    """The address's record as `show --json` gives it, once it is `wanted`."""
+    deadline = time.monotonic() + STAGE_TIMEOUT_S
+    while True:
+        assert instance.poll() is None, f"the instance exited with {instance.returncode}"
+        code, out, _ = tool.run("show", address, "--json")
+        if code == 0 and wanted(json.loads(out)):
+            return json.loads(out)
+        assert time.monotonic() < deadline, f"show still gave {code} {out}"
