@@ -11,8 +11,11 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.delivery.stage import DeliveryStage, find_delivery_stage
 from consumer.kafka import config as kafka_config
+from consumer.quarantine.stage import QuarantineStage, find_quarantine_stage
 from consumer.runtime.app import Service
+from consumer.runtime.settings import Settings
 from consumer.web.actions import KafkaPublisher
+from consumer.web.addresses import AddressPlacement
 from consumer.web.app import WebApp
 from consumer.web.auth import Auth, load_web_config
 from consumer.web.kpi_view import KpiView
@@ -23,7 +26,17 @@ from consumer.web.owner_state import (
     message_detail,
     status_page,
 )
-from consumer.web.owners import Owners, client_id_for, first_answer, group_lookup, peer_lookup, static_peers
+from consumer.web.owners import (
+    ADDRESS_PARTITIONS,
+    KeyPartitions,
+    Owners,
+    client_id_for,
+    first_answer,
+    group_lookup,
+    peer_lookup,
+    static_peers,
+    topic_partition_count,
+)
 
 
 class InstanceOwnerState:
@@ -53,6 +66,20 @@ class InstanceOwnerState:
         return message_detail(message_id, message, delivery.efs, delivery.final)
 
 
+def address_placement(s: Settings, quarantine: QuarantineStage | None, admin: AdminClient) -> AddressPlacement | None:
+    """Where the address pages find a record: this instance's quarantine stage, the owners of its group's partitions
+    (the group's member metadata, else the peers' address_partitions), and the partition the producers of
+    address.signals give an address (the same --partitioner). None without the quarantine: no address pages."""
+    if quarantine is None:
+        return None
+    lookup = first_answer(
+        group_lookup(admin, quarantine.group_id, s.topics.address_signals),
+        peer_lookup(static_peers(s.web_peers), field=ADDRESS_PARTITIONS),
+    )
+    partitions = KeyPartitions(topic_partition_count(admin, s.topics.address_signals), s.partitioner)
+    return AddressPlacement(quarantine, Owners(lookup), partitions)
+
+
 def default_advertised_url(port: int, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{socket.getfqdn()}:{port}"
 
@@ -69,9 +96,8 @@ def attach(service: Service) -> Callable[[], None]:
     base = kafka_config.base_config(s.bootstrap_servers, s.security)
     kpis = KpiView(base, s.topics.kpis, group=f"{s.group_id}.web", registry=service.metrics.registry)
     service.after_start.append(kpis.start)  # after the checks that need no broker
-    lookup = first_answer(
-        group_lookup(AdminClient(base), s.group_id, s.topics.mta_events), peer_lookup(static_peers(s.web_peers))
-    )
+    admin = AdminClient(base)
+    lookup = first_answer(group_lookup(admin, s.group_id, s.topics.mta_events), peer_lookup(static_peers(s.web_peers)))
     # Made at the first action; keyed like the producers of deliveries, so a command reaches the delivery's owner.
     publisher = KafkaPublisher({**base, "partitioner": s.partitioner})
     service.client_id = client_id_for(url)
@@ -85,6 +111,7 @@ def attach(service: Service) -> Callable[[], None]:
         service.metrics.registry,
         topics=s.topics,
         advertised_url=url,
+        addresses=address_placement(s, find_quarantine_stage(service.stages), admin),
     )
 
     def stop() -> None:

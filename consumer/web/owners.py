@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from consumer.kafka.admin import partition_counts
 from consumer.kafka.partitioners import partition_of
 from consumer.ops import logging as logs
 from consumer.ops.exchange import Request, Response
@@ -203,16 +204,17 @@ class KeyPartitions:
 
 
 def topic_partition_count(admin: AdminClient, topic: str, timeout_s: float = 5.0) -> Callable[[], int]:
-    """How many partitions `topic` has, from the cluster's metadata; LookupError when it has none or is unknown."""
+    """How many partitions `topic` has, from the cluster's metadata; LookupError when it is unknown. Every topic's
+    metadata is asked for: a request naming the topic could create it where brokers auto-create topics."""
 
     def partition_count() -> int:
-        try:  # every topic's metadata: a request naming the topic may create it where brokers auto-create topics
-            described = admin.list_topics(timeout=timeout_s).topics.get(topic)
+        try:
+            count = partition_counts(admin, (topic,), timeout_s).get(topic)
         except KafkaException as exc:
             raise LookupError(f"{topic}: no metadata: {exc}") from None
-        if described is None or described.error is not None or not described.partitions:
+        if not count:
             raise LookupError(f"{topic}: no such topic")
-        return len(described.partitions)
+        return count
 
     return partition_count
 

@@ -11,13 +11,18 @@ import base64
 import json
 import time
 import urllib.request
+from urllib.parse import urlencode
 
 import bcrypt
 import pytest
+from confluent_kafka.admin import AdminClient
 from playwright.sync_api import expect
 
 from consumer.cli.workload import WorkloadSpec, generate
-from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT, load
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import ADDRESS_SIGNAL, DELIVERY_EVENT, MTA_EVENT, load
+from consumer.kafka.admin import ensure_topics
+from consumer.kafka.partitioners import partition_of
 from tests.runtime.harness import Pipeline, free_port, stop, wait_http
 from tests.web.browser import screenshot
 
@@ -60,9 +65,13 @@ def write_web_config(tmp_path):
         "basic_auth_users:\n"
         f"  alice: '{hashed('alice')}'\n"
         f"  bob: '{hashed('bob')}'\n"
+        f"  carol: '{hashed('carol')}'\n"
+        f"  dave: '{hashed('dave')}'\n"
         "sendtrack_roles:\n"
         "  alice: [start_deliveries]\n"
         "  bob: [viewer]\n"
+        "  carol: [view_addresses]\n"
+        "  dave: [view_addresses, release_addresses]\n"
     )
     return path
 
@@ -74,6 +83,7 @@ def cluster(kafka, tmp_path_factory):
     config = write_web_config(tmp_path)
     workload = generate(WorkloadSpec.ending_now(deliveries=6, messages=400, ended=2, seed=51))
     pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
+    ensure_topics(AdminClient({"bootstrap.servers": kafka.bootstrap_servers}), pipeline.topics, 4, quarantine=True)
     pipeline.produce_workload(workload)
     ports = {name: free_port() for name in ("a", "b")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -84,6 +94,7 @@ def cluster(kafka, tmp_path_factory):
             http_host="127.0.0.1",
             web_config=config,
             advertised_url=urls[name],  # no web_peers: the owners come from the group's member metadata
+            quarantine=True,  # the address pages: the quarantine stage's group, <group>.quarantine
         )
         for name, port in ports.items()
     ]
@@ -200,6 +211,64 @@ def test_in_a_browser_against_the_running_instances(cluster, browser):
         time.sleep(0.3)
     assert pipeline.kpis()[failing]["version"] > version  # Compute stats published a KPI
     screenshot(alice, "instances-compute-stats")
+
+
+def address_record(url: str, user: str, address: str) -> tuple[int, dict]:
+    status, body = get(f"{url}/api/addresses/status", user, data=json.dumps({"address": address}).encode())
+    return status, json.loads(body)
+
+
+def wait_address(urls: dict, address: str, wanted: dict, timeout_s: float = 60.0) -> None:
+    """Until every instance shows the address's record with the wanted fields (the owner's, wherever asked)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answers = [address_record(url, "carol", address) for url in urls.values()]
+        if all(status == 200 and wanted.items() <= record.items() for status, record in answers):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the instances never showed {wanted} for the address: {answers}")
+
+
+def address_signal(address: str, kind: str, **fields) -> dict:
+    base = {f["name"]: f.get("default") for f in load(ADDRESS_SIGNAL).definition["fields"]}
+    now = int(time.time() * 1000) - 1_000
+    return base | {"event_id": f"{kind}-{now}", "address": address, "kind": kind, "occurred_at": now, **fields}
+
+
+def test_address_pages_from_either_instance_and_a_release_from_one_that_does_not_own_it(cluster):
+    pipeline, _workload, urls, _processes = cluster
+    address = "Jane.Doe@Example.com"
+    signal = address_signal(address, "HARD_ERROR", delivery_id="d-addr", message_id="m1", reason="user_unknown")
+    pipeline.produce_raw(
+        pipeline.topics.address_signals, b"jane.doe@example.com", AvroCodec.named(ADDRESS_SIGNAL).encode(signal)
+    )
+    wait_address(urls, address, {"status": "QUARANTINED", "rule": "HARD_ERROR"})
+
+    partition = partition_of(b"jane.doe@example.com", pipeline.partitions, "consistent_random")
+    owned = {name: json.loads(get(f"{url}/api/instance")[1])["address_partitions"] for name, url in urls.items()}
+    [owner] = [name for name, partitions in owned.items() if partition in partitions]
+    elsewhere = urls["b" if owner == "a" else "a"]
+    assert address_record(elsewhere, "bob", address)[0] == 403  # bob may read deliveries, not addresses
+    assert address_record(elsewhere, "carol", "nobody@example.com")[0] == 404
+
+    status, page = post_form(f"{elsewhere}/addresses", "dave", {"address": address})
+    assert status == 200 and b"QUARANTINED" in page and b'id="release"' in page
+    status, body = get(f"{elsewhere}/api/addresses/release", "dave", data=json.dumps({"address": address}).encode())
+    assert status == 202, body
+    wait_address(urls, address, {"status": "VALID", "rule": "MANUAL_RELEASE"})
+    logged = "".join(log.read_text() for log in pipeline.workdir.glob("*.log"))
+    assert "jane.doe" not in logged.lower()  # the instances' logs never name the address
+
+
+def post_form(url: str, user: str, fields: dict) -> tuple[int, bytes]:
+    headers = {"Accept": "text/html", "Content-Type": "application/x-www-form-urlencoded"}
+    headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:secret-{user}".encode()).decode()
+    request = urllib.request.Request(url, data=urlencode(fields).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def refusals(pipeline) -> str:
