@@ -243,7 +243,7 @@ _REFUSED_CONFIRMATION = "Confirming a send needs the Start deliveries role; this
 MESSAGES = {
     CONFIRM: "Confirmation sent: the delivery starts once sendtrack applies it.",
     COMPUTE_STATS: "Compute stats requested: the owning instance recomputes and republishes the KPIs.",
-    RELEASE_ACTION: "Release sent: the address is valid again once the quarantine applies it (usually within seconds).",
+    RELEASE_ACTION: "Release sent: the address is valid again once the quarantine applies it.",
     "unauthenticated": "Sign in to do this.",
     "read_only": "This view is read-only: no users are configured (--web-config).",
     "missing_role": "You lack the role this action needs.",

@@ -9,7 +9,9 @@ import pytest
 from playwright.sync_api import expect
 
 from consumer.codec.avro import AvroCodec
-from consumer.codec.schemas import DELIVERY_EVENT
+from consumer.codec.schemas import ADDRESS_SIGNAL, DELIVERY_EVENT
+from consumer.quarantine.rules import DAY_MS
+from consumer.quarantine.signals import RELEASE, SOFT_ERROR, Signal
 from consumer.web.auth import Auth, load_web_config
 from tests.web.browser import screenshot
 from tests.web.fakes import View, hard_bounced, kpi, write_web_config
@@ -17,6 +19,8 @@ from tests.web.serving import serve
 
 ALICE = {"http_credentials": {"username": "alice", "password": "alice-pw"}}
 BOB = {"http_credentials": {"username": "bob", "password": "bob-pw"}}
+CAROL = {"http_credentials": {"username": "carol", "password": "carol-pw"}}  # view_addresses
+DAVE = {"http_credentials": {"username": "dave", "password": "dave-pw"}}  # view_addresses, release_addresses
 
 
 @pytest.fixture
@@ -185,6 +189,56 @@ def test_sending_logs_page_by_page_and_one_message(browser, site) -> None:
     detail = page.locator("#message-detail").inner_text()
     assert "FAILED" in detail and "user_unknown" in detail and "HARD_BOUNCE" in detail
     screenshot(page, "sending-logs")
+
+
+def test_an_address_is_searched_shown_and_released(browser, site) -> None:
+    view, url = site
+    now = 1_795_000_000_000
+    view.addresses.state.learn(
+        "jane@example.com",
+        *(
+            Signal(f"soft-{day}", SOFT_ERROR, now + day * DAY_MS, "spring-sale", f"msg-{day}", "mailbox_full")
+            for day in range(0, 10, 2)
+        ),  # the fifth counted error quarantines
+    )
+    bob = browser(**BOB).new_page()
+    bob.goto(url + "/")
+    assert bob.locator("#address").count() == 0  # no address search without view_addresses
+
+    carol = browser(**CAROL).new_page()
+    carol.goto(url + "/")
+    carol.fill("#address", "Jane@Example.com")
+    carol.click(".address-search button")
+    carol.wait_for_url(url + "/addresses")  # the address is in no URL
+    assert carol.locator("#address-status").inner_text() == "QUARANTINED"
+    assert carol.locator("#release").count() == 0  # seeing is not releasing
+    dave = browser(**DAVE).new_page()
+    dave.goto(url + "/addresses")
+    dave.fill("#address", "jane@example.com")
+    dave.click(".address-search button")
+    facts = dave.locator("section.panel").first.inner_text()
+    assert "ERROR_THRESHOLD" in facts and "mailbox_full" in facts and "SOFT_ERROR" in facts
+    rows = dave.locator("table.history tbody tr")
+    assert rows.count() == 5 and rows.first.inner_text().startswith("spring-sale\tmsg-8\tFAILED")
+    assert rows.first.locator("a").get_attribute("href") == "/deliveries/spring-sale"
+    screenshot(dave, "address-page")
+    dave.click("#release")
+    assert "Release sent" in dave.get_by_role("status").inner_text()
+    [(topic, key, value)] = view.publisher.records
+    signal = AvroCodec.named(ADDRESS_SIGNAL).decode(value)
+    assert (topic, key, signal["kind"], signal["actor"]) == ("address.signals", b"jane@example.com", "RELEASE", "dave")
+    screenshot(dave, "address-released")
+    view.addresses.state.learn(
+        "jane@example.com",
+        *(
+            Signal(f"soft-{day}", SOFT_ERROR, now + day * DAY_MS, "spring-sale", f"msg-{day}", "mailbox_full")
+            for day in range(0, 10, 2)
+        ),
+        Signal(signal["event_id"], RELEASE, signal["occurred_at"], actor="dave"),
+    )  # the quarantine applied it
+    dave.click("#show-again")
+    assert dave.locator("#address-status").inner_text() == "VALID"
+    assert "MANUAL_RELEASE" in dave.locator("section.panel").first.inner_text()
 
 
 @pytest.fixture
