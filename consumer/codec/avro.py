@@ -1,4 +1,4 @@
-"""Avro single-object encoding (spec: C3 01, 8-byte schema fingerprint, body) with fastavro.
+"""Avro single-object encoding (spec: C3 01, 8-byte schema fingerprint, body): fastavro reads, writer.py writes.
 
 Decoding looks the writer schema up by fingerprint: the current schema decodes directly
 (the fast path); an older writer registered with `register_writer` is resolved against it.
@@ -16,6 +16,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from consumer.codec import schemas
 from consumer.codec.errors import DecodeError, UnknownSchema
 from consumer.codec.schemas import Schema
+from consumer.codec.writer import record_writer
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -26,6 +27,7 @@ class AvroCodec:
         self.schema = schema
         self._header = MAGIC + schema.fingerprint
         self._readers: dict[bytes, Schema] = {}  # older writers, by fingerprint
+        self._write_body = record_writer(schema.definition)  # None: fastavro writes it
 
     @classmethod
     def named(cls, name: str) -> AvroCodec:
@@ -41,6 +43,8 @@ class AvroCodec:
         self._readers[older.fingerprint] = older
 
     def encode(self, record: dict[str, Any]) -> bytes:
+        if self._write_body is not None:
+            return self._header + self._write_body(record)
         out = BytesIO()
         out.write(self._header)
         schemaless_writer(out, self.schema.plain, record)
