@@ -53,7 +53,7 @@ from consumer.cli.options import (
 from consumer.codec.avro import AvroCodec
 from consumer.codec.errors import DecodeError, InvalidEvent
 from consumer.codec.schemas import ADDRESS_SIGNAL, ADDRESS_STATUS
-from consumer.kafka.access import reader_denial
+from consumer.kafka.access import denial, reader_denial
 from consumer.kafka.config import reader_config
 from consumer.kafka.partitioners import partition_of
 from consumer.kafka.topics import Topics
@@ -127,8 +127,12 @@ class StatusReader:
         self._consumer.close()
 
     def partition_count(self, topic: str) -> int:
+        """The topic's partition count; a consumer's metadata request never creates a topic."""
         metadata = self._consumer.list_topics(topic, timeout=10).topics[topic]
         if metadata.error is not None:
+            denied = denial(metadata.error, topic, topic_operation="DESCRIBE")
+            if denied is not None:
+                raise denied
             raise ToolError(f"topic {topic!r} does not exist on Kafka at {self.config['bootstrap.servers']}")
         return len(metadata.partitions)
 

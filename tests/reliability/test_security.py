@@ -26,6 +26,7 @@ import pytest
 pytest.importorskip("cryptography", reason="needs the 'test' extra")
 
 import bcrypt
+from confluent_kafka import Producer
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -38,8 +39,12 @@ from confluent_kafka.admin import (
 )
 
 from consumer.cli.options import CANNOT_RUN
-from consumer.codec.schemas import DELIVERY_EVENT, MTA_EVENT
+from consumer.cli.quarantine import NOT_APPLIED
+from consumer.cli.quarantine import READER_GROUP as QUARANTINE_READER
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import ADDRESS_STATUS, DELIVERY_EVENT, MTA_EVENT
 from consumer.kafka.brokers.apache import ApacheKafkaBroker, BrokerSecurity
+from consumer.kafka.partitioners import partition_of
 from consumer.runtime.errors import KAFKA_FATAL
 from consumer.runtime.settings import IngestSource
 from tests import samples
@@ -432,3 +437,66 @@ def test_a_tool_without_one_permission_ends_naming_it(sasl: Secured, tmp_path: P
     tools = sasl.but(sasl_username=TOOL_USER)
     code, stdout, stderr = outcome(sendtrack(tool, "--bootstrap-servers", sasl.bootstrap, *args, env=tools.env))
     assert (code, stdout, stderr) == (CANNOT_RUN, "", f"sendtrack {tool}: {_refusal(*removed)}\n")
+
+
+# -- the quarantine tool ------------------------------------------------------------------------------------------
+QUARANTINED = "held@example.com"
+
+
+def _quarantine_topics(kafka: Secured, workdir: Path) -> tuple[str, str]:
+    """address.signals and address.quarantine of their own, with one address's status on its partition."""
+    signals, statuses = f"{workdir.name}.address.signals", f"{workdir.name}.address.quarantine"
+    admin = AdminClient({"bootstrap.servers": kafka.broker.setup_servers})
+    for created in admin.create_topics([NewTopic(signals, 2, 1), NewTopic(statuses, 2, 1)]).values():
+        created.result()
+    record = {"address": QUARANTINED, "status": "QUARANTINED", "error_count": 0, "reason": "user_unknown",
+              "since": 1, "rule": "HARD_ERROR", "decided_by": None, "next_change_at": None, "updated_at": 1,
+              "history": []}  # fmt: skip
+    producer = Producer({"bootstrap.servers": kafka.broker.setup_servers})
+    key = QUARANTINED.encode()
+    producer.produce(statuses, AvroCodec.named(ADDRESS_STATUS).encode(record), key, partition_of(key, 2, "consistent"))
+    assert producer.flush(10) == 0
+    return signals, statuses
+
+
+def quarantine_acls(signals: str, statuses: str) -> dict[str, list[Acl]]:
+    """The README's rows for `sendtrack quarantine`."""
+    show = [("TOPIC", statuses, "READ"), ("TOPIC", signals, "DESCRIBE"), ("GROUP", QUARANTINE_READER, "DESCRIBE")]
+    return {"show": show, "release": [("TOPIC", signals, "WRITE"), *show]}  # release with --wait
+
+
+def _quarantine(kafka: Secured, signals: str, statuses: str, *args: str) -> tuple[int, str, str]:
+    action, *rest = args
+    topics = ["--topic-address-signals", signals, "--topic-address-quarantine", statuses]
+    tools = kafka.but(sasl_username=TOOL_USER)
+    return outcome(
+        sendtrack("quarantine", action, "--bootstrap-servers", kafka.bootstrap, *topics, *rest, env=tools.env)
+    )
+
+
+def test_the_quarantine_tool_with_exactly_its_readme_acls(sasl: Secured, tmp_path: Path) -> None:
+    signals, statuses = _quarantine_topics(sasl, tmp_path)
+    grant(sasl, [acl for acls in quarantine_acls(signals, statuses).values() for acl in acls], TOOL_USER)
+    code, stdout, stderr = _quarantine(sasl, signals, statuses, "show", QUARANTINED, "--json")
+    assert (code, json.loads(stdout)["status"]) == (0, "QUARANTINED"), stderr
+    code, _, stderr = _quarantine(sasl, signals, statuses, "release", QUARANTINED, "--actor", "ops", "--wait", "1")
+    assert code == NOT_APPLIED, stderr  # written, read on to the end of the wait (no stage runs here)
+    _assert_no_secret([stdout, stderr])
+
+
+QUARANTINE_MISSING = {  # action -> the permission removed
+    "show": lambda signals, statuses: ("TOPIC", statuses, "READ"),
+    "show placing the address": lambda signals, statuses: ("TOPIC", signals, "DESCRIBE"),
+    "release": lambda signals, statuses: ("TOPIC", signals, "WRITE"),
+}
+
+
+@pytest.mark.parametrize("case", QUARANTINE_MISSING)
+def test_the_quarantine_tool_without_one_permission_ends_naming_it(sasl: Secured, tmp_path: Path, case: str) -> None:
+    signals, statuses = _quarantine_topics(sasl, tmp_path)
+    action = case.split()[0]
+    removed = QUARANTINE_MISSING[case](signals, statuses)
+    grant(sasl, [acl for acl in quarantine_acls(signals, statuses)[action] if acl != removed], TOOL_USER)
+    actor = ["--actor", "ops"] if action == "release" else []
+    code, stdout, stderr = _quarantine(sasl, signals, statuses, action, QUARANTINED, *actor)
+    assert (code, stdout, stderr) == (CANNOT_RUN, "", f"sendtrack quarantine: {_refusal(*removed)}\n")
