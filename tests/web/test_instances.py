@@ -260,6 +260,42 @@ def test_address_pages_from_either_instance_and_a_release_from_one_that_does_not
     assert "jane.doe" not in logged.lower()  # the instances' logs never name the address
 
 
+DAVE = {"http_credentials": {"username": "dave", "password": "secret-dave"}}
+
+
+def test_an_address_searched_shown_and_released_in_a_browser(cluster, browser):
+    """The whole way on the running instances: the page asked of the instance that does not own the address, and
+    its Release applied by the quarantine stage of the one that does."""
+    pipeline, _workload, urls, _processes = cluster
+    address = "John.Roe@Example.org"
+    signals = [
+        address_signal(address, "DELIVERED", delivery_id="d-old", message_id="m0"),
+        address_signal(address, "COMPLAINT", delivery_id="d-new", message_id="m1", event_id="complaint-1"),
+    ]
+    codec = AvroCodec.named(ADDRESS_SIGNAL)
+    for signal in signals:
+        pipeline.produce_raw(pipeline.topics.address_signals, b"john.roe@example.org", codec.encode(signal))
+    wait_address(urls, address, {"status": "DENYLISTED", "rule": "COMPLAINT"})
+    partition = partition_of(b"john.roe@example.org", pipeline.partitions, "consistent_random")
+    owned = {name: json.loads(get(f"{url}/api/instance")[1])["address_partitions"] for name, url in urls.items()}
+    elsewhere = next(urls[name] for name, partitions in owned.items() if partition not in partitions)
+
+    dave = browser(**DAVE).new_page()
+    dave.goto(elsewhere + "/")
+    dave.fill("#address", address)
+    dave.click(".address-search button")
+    expect(dave.locator("#address-status")).to_have_text("DENYLISTED")
+    assert dave.url == elsewhere + "/addresses" and "complaint-1" in dave.locator("#deciding-event").inner_text()
+    assert dave.locator("table.history tbody tr").count() == 2
+    screenshot(dave, "instances-address-page")
+    dave.click("#release")
+    expect(dave.get_by_role("status")).to_contain_text("Release sent")
+    wait_address(urls, address, {"status": "VALID", "rule": "MANUAL_RELEASE"})
+    dave.click("#show-again")
+    expect(dave.locator("#address-status")).to_have_text("VALID")
+    screenshot(dave, "instances-address-released")
+
+
 def post_form(url: str, user: str, fields: dict) -> tuple[int, bytes]:
     headers = {"Accept": "text/html", "Content-Type": "application/x-www-form-urlencoded"}
     headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:secret-{user}".encode()).decode()
