@@ -256,9 +256,11 @@ def run_raw(bench: Bench, deliveries: Encoded, mta: Encoded) -> dict[str, Any]:
     )
     assert json.loads(process.stdout.readline())["event"] == "assigned"
     time.sleep(1)
+    cpu_before = _cpu_seconds(process.pid)
     started = time.time()
     bench.produce(topics, deliveries, mta)
     done = json.loads(process.stdout.readline())
+    cpu = _cpu_seconds(process.pid) - cpu_before
     process.wait(30)
     seconds = done["t"] - started
     return {
@@ -266,6 +268,7 @@ def run_raw(bench: Bench, deliveries: Encoded, mta: Encoded) -> dict[str, Any]:
         "events": total,
         "seconds": seconds,
         "events_per_s": total / seconds,
+        "cpu_seconds": cpu,
         "correct": done["events"] == total,
     }
 
@@ -286,9 +289,12 @@ def run_service(
         profiling.start(started_services[0][0].pid, raw_profile, bench.workdir / "py-spy.log") if profile else None
     )
     total = len(deliveries) + len(mta)
+    pids = [process.pid for process, _ in started_services]
+    cpu_before = sum(map(_cpu_seconds, pids))
     started = time.time()
     bench.produce(topics, deliveries, mta)
     finished = reader.wait_until_correct(bench.workload.expected, timeout_s)
+    cpu = sum(map(_cpu_seconds, pids)) - cpu_before
     reader.close()
     if profiler is not None:
         profiling.stop(profiler)
@@ -297,6 +303,7 @@ def run_service(
     seconds = (finished or time.time()) - started
     return {
         **busy,
+        "cpu_seconds": cpu,
         **({"profile": profiling.summarise(raw_profile, seconds)} if profiler is not None else {}),
         "name": scenario.name,
         "store": scenario.store,
@@ -308,6 +315,20 @@ def run_service(
         "events_per_s": total / seconds if finished else None,
         "correct": finished is not None,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) of a process and of its running children (a --workers parent's)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def _busy(metrics: list[str]) -> dict[str, float]:
@@ -364,9 +385,11 @@ def run_quix(bench: Bench, deliveries: Encoded, mta: Encoded, timeout_s: float) 
     time.sleep(1)  # as for the limit: its first fetches are under way
     reader = bench.kpi_reader(topics)
     total = len(deliveries) + len(mta)
+    cpu_before = _cpu_seconds(process.pid)
     started = time.time()
     bench.produce(topics, deliveries, mta)
     finished = reader.wait_until_correct(bench.workload.expected, timeout_s, alive=lambda: process.poll() is None)
+    cpu = _cpu_seconds(process.pid) - cpu_before
     reader.close()
     bench.stop_all()
     seconds = (finished or time.time()) - started
@@ -375,6 +398,7 @@ def run_quix(bench: Bench, deliveries: Encoded, mta: Encoded, timeout_s: float) 
         "store": "rocksdb",
         "guarantee": "exactly-once",
         "instances": 1,
+        "cpu_seconds": cpu,
         "events": total,
         "seconds": seconds,
         "events_per_s": total / seconds if finished else None,
@@ -606,8 +630,9 @@ def markdown(result: dict[str, Any]) -> str:
 def _throughput_lines(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
-        "| scenario | events | seconds | events/s | of the limit | correct | in batches / checkpoints, s |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | events | seconds | events/s | of the limit | correct | in batches / checkpoints, s "
+        "| events per CPU s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     limit = runs[0]["events_per_s"]
     for run in runs:
@@ -616,11 +641,12 @@ def _throughput_lines(runs: list[dict[str, Any]]) -> list[str]:
         busy = (
             f"{run['processing_seconds']:.2f} / {run['checkpoint_seconds']:.2f}" if "processing_seconds" in run else "-"
         )
+        per_cpu = f"{run['events'] / run['cpu_seconds']:,.0f}" if run.get("cpu_seconds") else "-"
         lines.append(
             f"| {run['name']} | {run['events']} | {run['seconds']:.2f} | "
-            f"{rate:,.0f} | {share} | {'yes' if run['correct'] else 'NO'} | {busy} |"
+            f"{rate:,.0f} | {share} | {'yes' if run['correct'] else 'NO'} | {busy} | {per_cpu} |"
             if rate
-            else f"| {run['name']} | {run['events']} | - | - | - | NO | {busy} |"
+            else f"| {run['name']} | {run['events']} | - | - | - | NO | {busy} | {per_cpu} |"
         )
     profiled = next((run for run in runs if "profile" in run), None)
     if profiled is not None:
