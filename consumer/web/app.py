@@ -35,13 +35,12 @@ from consumer.web.addresses import (
     releasable,
 )
 from consumer.web.auth import Auth, Identity
-from consumer.web.csrf import JSON, Csrf, media_type
+from consumer.web.csrf import JSON, Csrf, media_type, same_origin
 from consumer.web.headers import secured
 from consumer.web.owner_state import STATUSES, OwnerState
 from consumer.web.owners import (
     ADDRESS_PARTITIONS,
     DELIVERY_PARTITIONS,
-    FORWARDED_HEADER,
     INSTANCE_PATH,
     OwnerAnswerError,
     OwnerClient,
@@ -466,6 +465,8 @@ class WebApp:
         if refusal is not None:
             return refusal
         assert identity is not None
+        if not same_origin(request):  # a search posted by another site would be a view in the user's name
+            return self._error(request, identity, 403, "The search came from another site.")
         address = _address(request)
         found = self._address_record(request, identity, address)
         if isinstance(found, Response):
@@ -509,8 +510,9 @@ class WebApp:
         the answer to give instead (the problem, or the browser sent to an owner this instance cannot reach)."""
         placement = self._addresses
         assert placement is not None
-        if FORWARDED_HEADER not in request.headers:  # a peer asking on a user's behalf has said so already
-            self._log.info("address_viewed", user=identity.user, auth=identity.method, address_ref=address_ref(address))
+        # Every instance that shows or hands out the record says so (a peer asking the owner too: a request header
+        # that claimed to be a peer's must not be a way to look unseen).
+        self._log.info("address_viewed", user=identity.user, auth=identity.method, address_ref=address_ref(address))
         try:
             partition = placement.partition(address)
         except LookupError as exc:  # no address.signals yet, or no broker

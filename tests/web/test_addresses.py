@@ -17,7 +17,7 @@ from consumer.quarantine.signals import DELIVERED, HARD_ERROR, OPEN, RELEASE, Si
 from consumer.web.addresses import AddressPlacement
 from consumer.web.auth import Auth, load_web_config
 from consumer.web.csrf import FORM, JSON, Csrf
-from consumer.web.owners import KeyPartitions, Owners
+from consumer.web.owners import FORWARDED_HEADER, KeyPartitions, Owners
 from consumer.web.pages import moment
 from tests.web.fakes import (
     FakeAddressState,
@@ -269,6 +269,12 @@ def test_without_the_quarantine_there_are_no_address_pages(web_config: Path) -> 
     assert json.loads(text(view.get("/api/instance")))["address_partitions"] == []
 
 
+def test_a_search_posted_by_another_site_is_refused(view: View) -> None:
+    headers = CAROL | HTML | {"content-type": FORM, "origin": "https://evil.test"}
+    assert view.post("/addresses", b"address=jane%40example.com", headers).status == 403
+    assert view.addresses.state.asked == []
+
+
 def test_errors_never_mention_the_address_in_logs(view: View) -> None:
     with capture_logs() as logged:
         search(view, ADDRESS, CAROL)
@@ -278,3 +284,12 @@ def test_errors_never_mention_the_address_in_logs(view: View) -> None:
         address_ref("nobody@example.com"),
     ]
     assert "example.com" not in repr(logged)
+
+
+def test_a_request_claiming_to_come_from_a_peer_is_audited_all_the_same(view: View) -> None:
+    headers = CAROL | HTML | {"content-type": FORM, FORWARDED_HEADER: "1"}
+    with capture_logs() as logged:
+        assert view.post("/addresses", b"address=jane%40example.com", headers).status == 200
+    assert [(line["user"], line["address_ref"]) for line in logged if line["event"] == "address_viewed"] == [
+        ("carol", address_ref(ADDRESS))
+    ]
