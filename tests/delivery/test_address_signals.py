@@ -1,0 +1,122 @@
+"""Address signals through the real broker: a `--quarantine` run publishes each expected signal exactly once to
+address.signals (read_committed), keyed by the normal address and placed there by the configured partitioner,
+also when an instance is killed -9 in the middle of the work."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from consumer.cli.workload import Workload, WorkloadSpec, generate
+from consumer.codec.avro import AvroCodec
+from consumer.codec.schemas import ADDRESS_SIGNAL
+from consumer.core.address_signals import SIGNAL_OF_TYPE, VALIDITY_END_FAILURE, validity_end_id
+from consumer.kafka.admin import ensure_topics
+from consumer.kafka.partitioners import partition_of
+from consumer.quarantine.signals import normal_address
+from consumer.runtime.settings import Settings
+from tests.runtime.harness import Pipeline, stop
+
+PARTITIONS = 4
+PARTITIONER = Settings.partitioner  # the run's default
+
+
+def quarantine_pipeline(bootstrap: str, workdir: Any) -> Pipeline:
+    pipeline = Pipeline(bootstrap, workdir, partitions=PARTITIONS)
+    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), pipeline.topics, PARTITIONS, quarantine=True)
+    return pipeline
+
+
+def expected_signals(workload: Workload) -> dict[str, tuple[str, str]]:
+    """event id -> (kind, normal address), from what the generator decided (its sends reach no validity end): one
+    per distinct significant event that names an address, and a validity-end failure per message the MTA gave up."""
+    expected = {}
+    for event in workload.mta_events:
+        address, kind = event["address"], event["type"]
+        if address is None:
+            continue
+        if kind in SIGNAL_OF_TYPE:
+            expected[event["event_id"]] = (SIGNAL_OF_TYPE[kind], normal_address(address))
+        elif kind == "RETRIES_EXHAUSTED":
+            failure = validity_end_id(event["delivery_id"], event["message_id"])
+            expected[failure] = (VALIDITY_END_FAILURE, normal_address(address))
+    return expected
+
+
+def wait_until_consumed(pipeline: Pipeline, processes: list[Any], timeout_s: float = 180.0) -> None:
+    """Until the group's committed offsets reach the end of every input partition: every signal is committed then,
+    in the transactions that committed those offsets."""
+    consumer = Consumer({"bootstrap.servers": pipeline.bootstrap, "group.id": pipeline.group})
+    inputs = [
+        TopicPartition(t, p)
+        for t in (pipeline.topics.deliveries, pipeline.topics.mta_events)
+        for p in range(PARTITIONS)
+    ]
+    try:
+        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in inputs}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(inputs, timeout=10)}
+            if all(end == 0 or committed[where] >= end for where, end in ends.items()):  # empty: never committed
+                return
+            for process in processes:
+                assert process.poll() is None, f"the service exited with {process.returncode}"
+            assert time.monotonic() < deadline, f"inputs not consumed: {committed} of {ends}"
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
+def assert_each_signal_once(pipeline: Pipeline, workload: Workload) -> list[tuple[int, bytes, dict[str, Any]]]:
+    codec = AvroCodec.named(ADDRESS_SIGNAL)
+    published = [
+        (p, key, codec.decode(value)) for p, _, key, value, _ in pipeline.read_all(pipeline.topics.address_signals)
+    ]
+    expected = expected_signals(workload)
+    assert Counter(s["event_id"] for *_, s in published) == Counter(list(expected))  # each once, nothing else
+    for partition, key, signal_record in published:
+        assert (signal_record["kind"], signal_record["address"]) == expected[signal_record["event_id"]]
+        assert key == signal_record["address"].encode()
+        assert partition == partition_of(key, PARTITIONS, PARTITIONER)  # by address, not by delivery
+    return published
+
+
+def test_a_quarantine_run_publishes_each_signal_once_keyed_by_address(kafka, tmp_path):
+    workload = generate(WorkloadSpec.ending_now(deliveries=4, messages=400, addresses=250, seed=11))
+    pipeline = quarantine_pipeline(kafka.bootstrap_servers, tmp_path)
+    pipeline.produce_workload(workload)
+    service = pipeline.start("signals", quarantine=True)
+    try:
+        wait_until_consumed(pipeline, [service])
+        published = assert_each_signal_once(pipeline, workload)
+        kinds = Counter(s["kind"] for *_, s in published)
+        assert {"HARD_ERROR", "SOFT_ERROR", "DELIVERED", "OPEN", "CLICK", VALIDITY_END_FAILURE} <= set(kinds)
+        assert stop(service) == 0
+    finally:
+        service.kill()
+
+
+def test_kill_minus_nine_mid_run_leaves_each_signal_once_for_a_read_committed_reader(kafka, tmp_path):
+    workload = generate(WorkloadSpec.ending_now(deliveries=8, messages=2_000, addresses=1_500, seed=13))
+    pipeline = quarantine_pipeline(kafka.bootstrap_servers, tmp_path)
+    half = len(workload.mta_events) // 2
+    pipeline.produce_workload(Workload(workload.delivery_events, workload.mta_events[:half]))
+    service = pipeline.start("crashy", quarantine=True)
+    try:
+        while not pipeline.read_all(pipeline.topics.address_signals):  # working, with checkpoints behind it
+            assert service.poll() is None, f"exited early with {service.returncode}"
+            time.sleep(0.2)
+        pipeline.produce_workload(Workload([], workload.mta_events[half:]))
+        service.send_signal(signal.SIGKILL)  # while it works through the second half
+        service.wait()
+        service = pipeline.start("crashy", quarantine=True)
+        wait_until_consumed(pipeline, [service])
+        assert_each_signal_once(pipeline, workload)
+        assert stop(service) == 0
+    finally:
+        service.kill()
