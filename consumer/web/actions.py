@@ -24,10 +24,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.control import COMPUTE_STATS
+from consumer.codec.errors import InvalidEvent
 from consumer.codec.schemas import ADDRESS_SIGNAL, DELIVERY_EVENT
 from consumer.kafka.topics import Topics
 from consumer.ops import logging as logs
 from consumer.quarantine.commands import command_key, command_signal
+from consumer.quarantine.intake import check_signal
 from consumer.quarantine.privacy import address_ref
 from consumer.quarantine.signals import RELEASE
 from consumer.web.auth import Auth, Identity
@@ -155,6 +157,10 @@ class Actions:
             return self.deny_address(RELEASE_ACTION, "missing_role", identity, address, 403, _REFUSED_RELEASE)
         event_id = self._new_id()
         signal = command_signal(RELEASE, address, identity.user, int(self._clock() * 1000), event_id)
+        try:  # as the quarantine stage checks it: what it would dead-letter (a user name too long) is refused here
+            check_signal(signal, command_key(address), signal["occurred_at"])
+        except InvalidEvent as exc:  # its text never quotes the address
+            return self.deny_address(RELEASE_ACTION, exc.code, identity, address, 400, f"Cannot be recorded: {exc}")
         about = {"address_ref": address_ref(address)}
         try:
             self._publisher.publish(self._topics.address_signals, command_key(address), self._signals.encode(signal))

@@ -187,6 +187,15 @@ def test_releases_refused_publish_nothing_and_name_the_address_by_its_hash(setup
     assert line["address_ref"] == address_ref("jane@example.com") and "jane" not in repr(lines)
 
 
+def test_a_release_the_quarantine_would_dead_letter_is_refused_here(setup) -> None:
+    actions, publisher, registry = setup
+    long_name = Identity("x" * 257, frozenset({"release_addresses"}), "bearer")  # a token's subject, unbounded
+    outcome = actions.release(long_name, "jane@example.com")
+    assert (outcome.status, outcome.reason, publisher.records) == (400, "invalid_field", [])
+    assert "actor" in outcome.message and "jane" not in outcome.message
+    assert denied(registry, "release", "invalid_field") == 1
+
+
 def test_an_unacknowledged_release_says_so_without_the_address(setup) -> None:
     actions, publisher, registry = setup
     publisher.failing = True
