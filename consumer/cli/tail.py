@@ -11,6 +11,7 @@ import argparse
 import base64
 import json
 import os
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -39,10 +40,19 @@ from consumer.ingest.formats import FORMATS, make_format
 from consumer.kafka.access import reader_denial
 from consumer.kafka.config import reader_config
 from consumer.kafka.topics import Topics
+from consumer.quarantine import state_codec as quarantine_state
 from consumer.quarantine.signals import normal_address
 
 AVRO_SCHEMAS = (DELIVERY_EVENT, MTA_EVENT, DELIVERY_KPI, SENDING_LOG, ADDRESS_SIGNAL, ADDRESS_STATUS)
-DECODERS = (*(f"avro:{name}" for name in AVRO_SCHEMAS), "control", "json", "changelog", "dlq", "raw")
+DECODERS = (
+    *(f"avro:{name}" for name in AVRO_SCHEMAS),
+    "control",
+    "json",
+    "changelog",
+    "quarantine-changelog",
+    "dlq",
+    "raw",
+)
 # The decoder of each topic, by its field in Topics.
 DECODER_OF = {
     "deliveries": f"avro:{DELIVERY_EVENT}",
@@ -54,6 +64,7 @@ DECODER_OF = {
     "changelog": "changelog",
     "address_signals": f"avro:{ADDRESS_SIGNAL}",
     "address_quarantine": f"avro:{ADDRESS_STATUS}",  # a null value: the address forgotten or dropped
+    "quarantine_changelog": "quarantine-changelog",
 }
 ADDRESS_KEYED = {f"avro:{ADDRESS_SIGNAL}", f"avro:{ADDRESS_STATUS}"}
 DLQ_PREFIX = "sendtrack."  # the headers a dead letter gains; the rest are the original record's
@@ -199,6 +210,44 @@ def changelog_decoder(record: Record) -> Decoded:
     return Decoded(kind, "changelog", {"kind": kind, **ids, "tombstone": record.value is None, "state": value})
 
 
+# -- the quarantine changelog: keys and values of consumer/quarantine/state_codec.py ----------------------------------
+def quarantine_entry(key: bytes) -> tuple[str, dict[str, Any]]:
+    """The kind of quarantine state entry a changelog key names, and what the key holds."""
+    if key == quarantine_state.CLOCK:
+        return "clock", {}
+    if key.startswith(quarantine_state.ADDRESS):
+        return "address", {"address": key[len(quarantine_state.ADDRESS) :].decode()}
+    if key.startswith(quarantine_state.DEADLINE):
+        try:
+            due, address = quarantine_state.deadline_of(key)
+        except struct.error:
+            raise ValueError(f"a deadline key too short for its due time: {text(key)}") from None
+        return "deadline", {"due": due, "address": address}
+    if key.startswith(quarantine_state.STATUS_COUNT):
+        return "status_count", {"status": key[len(quarantine_state.STATUS_COUNT) :].decode()}
+    raise ValueError(f"not a quarantine state key: {text(key)}")
+
+
+# How each kind's value reads: an address's state as its compact JSON, a count or a time as a number.
+QUARANTINE_VALUES: dict[str, Callable[[bytes], Any]] = {
+    "address": lambda value: load_json(value, "value"),
+    "deadline": lambda value: None,  # the key is the entry
+    "status_count": int,
+    "clock": int,
+}
+
+
+def quarantine_changelog_decoder(record: Record) -> Decoded:
+    try:
+        kind, held = quarantine_entry(record.key or b"")
+        value = None if record.value is None else QUARANTINE_VALUES[kind](record.value)
+    except Exception as exc:  # a key or value of no known layout
+        raw = record.key if record.value is None else record.value
+        return Decoded("quarantine-state", "changelog", error=f"{type(exc).__name__}: {exc}", raw=raw)
+    body = {"kind": kind, **held, "tombstone": record.value is None, "state": value}
+    return Decoded(kind, "changelog", body)
+
+
 class Decoders:
     """Every decoder, built on first use; the topic names map to theirs."""
 
@@ -224,6 +273,7 @@ class Decoders:
             "json": safely("any", "json", lambda r: load_json(r.value or b"", "value")),
             "raw": safely("bytes", "raw", raw_value),
             "changelog": changelog_decoder,
+            "quarantine-changelog": quarantine_changelog_decoder,
             "dlq": self._dead_letter,
         }[kind]
 
@@ -299,13 +349,17 @@ def consume(consumer: Consumer, topic: str, partitions: list[int], follow: bool)
 
 def key_matches(kind: str, msg: Message, wanted: str) -> bool:
     """The record's key is `wanted` (an address in any case); a changelog record matches when its state entry
-    belongs to that delivery."""
+    belongs to that delivery (the quarantine's: to that address)."""
     key = msg.key()
     if key == (normal_address(wanted) if kind in ADDRESS_KEYED else wanted).encode():
         return True
+    if key is None:
+        return False
     try:
-        return kind == "changelog" and key is not None and state.delivery_of(key) == wanted
-    except UnicodeDecodeError:
+        if kind == "quarantine-changelog":
+            return quarantine_entry(key)[1].get("address") == normal_address(wanted)
+        return kind == "changelog" and state.delivery_of(key) == wanted
+    except ValueError:  # a key of no known layout (or not UTF-8) belongs to nobody
         return False
 
 

@@ -7,7 +7,7 @@ import select
 import signal
 import time
 from collections import Counter
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pytest
@@ -16,22 +16,25 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.cli.main import main
 from consumer.cli.options import CANNOT_RUN
-from consumer.cli.tail import DECODERS, Record, changelog_decoder
+from consumer.cli.tail import DECODERS, Record, changelog_decoder, key_matches, quarantine_changelog_decoder
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import ADDRESS_SIGNAL, ADDRESS_STATUS, DELIVERY_EVENT, MTA_EVENT, load
 from consumer.delivery import records
 from consumer.kafka.topics import Topics
+from consumer.quarantine import state_codec
 from consumer.quarantine.commands import command_signal
 from consumer.quarantine.records import status_record
 from consumer.quarantine.rules import Rules
 from consumer.quarantine.signals import RELEASE, Signal
 from consumer.quarantine.state import AddressState, Limits
+from consumer.quarantine.state_codec import encode_address
 from tests import samples
 from tests.cli.tools import outcome, sendtrack
 from tests.ingest.formats.test_kumomta import EXPECTED_SAMPLES as KUMOMTA_EXPECTED
 from tests.runtime.harness import Pipeline, stop
 
 GARBAGE = b"\x00\x01garbage"
+ADDRESS = "jane@example.com"
 FOREIGN_KEY = b"someone-else"  # a good event under another delivery's key: dead-lettered as key_mismatch
 
 
@@ -228,7 +231,7 @@ def test_garbage_never_crashes_any_decoder(run, capsys, decoder):
     if decoder == "dlq":  # a dead letter without headers is still shown: its original, raw
         assert [r["value"]["error"] for r in shown] == [{}] * 5
         shown = [r["value"]["original"] for r in shown]
-    if decoder == "changelog":  # without a key no record names a state entry, not even the null value
+    if decoder in ("changelog", "quarantine-changelog"):  # no key names a state entry, not even the null value's
         assert all("undecodable" in r for r in shown)
         return
     assert shown[3]["value"] is None and "undecodable" not in shown[3]  # the null value
@@ -317,3 +320,39 @@ def test_address_signals_and_statuses_decode_by_their_topic_and_key_is_any_case(
     status_shown, tombstone = shown(topics.address_quarantine)
     assert (status_shown["schema"], status_shown["value"]) == ("sendtrack.AddressStatus", status)
     assert (tombstone["key"], tombstone["value"]) == ("jane@example.com", None)
+
+
+def test_quarantine_changelog_entries_by_kind_including_tombstones():
+    state = AddressState.new(ADDRESS, Limits())
+    state.apply(Signal("e1", "HARD_ERROR", 5, "d1", "m1", "user_unknown"), Rules(), Limits())
+    key = state_codec.address_key("jane@example.com")
+    address = quarantine_changelog_decoder(Record(key, encode_address(state, 9)))
+    assert (address.schema, address.value["address"], address.value["tombstone"]) == ("address", ADDRESS, False)
+    assert address.value["state"] == json.loads(encode_address(state, 9))
+    gone = quarantine_changelog_decoder(Record(key, None)).value
+    assert (gone["tombstone"], gone["state"]) == (True, None)
+    deadline = quarantine_changelog_decoder(Record(state_codec.deadline_key(9, "jane@example.com"), b"")).value
+    assert (deadline["kind"], deadline["due"], deadline["address"]) == ("deadline", 9, "jane@example.com")
+    count = quarantine_changelog_decoder(Record(state_codec.status_count_key("QUARANTINED"), b"3")).value
+    assert (count["status"], count["state"]) == ("QUARANTINED", 3)
+    assert quarantine_changelog_decoder(Record(state_codec.CLOCK, b"1767225600000")).value["state"] == 1767225600000
+    for key in (b"zz", state_codec.DEADLINE + b"\x00"):
+        assert quarantine_changelog_decoder(Record(key, b"x")).error.startswith("ValueError: ")
+
+
+def test_key_on_the_quarantine_changelog_is_the_address_of_each_entry():
+    def matches(key: bytes) -> bool:
+        return key_matches("quarantine-changelog", FakeMessage(key), " Jane@Example.com")
+
+    assert matches(state_codec.address_key("jane@example.com"))
+    assert matches(state_codec.deadline_key(9, "jane@example.com"))
+    assert not matches(state_codec.address_key("other@example.com"))
+    assert not matches(state_codec.CLOCK) and not matches(state_codec.DEADLINE + b"\x00")
+
+
+@dataclass
+class FakeMessage:
+    _key: bytes
+
+    def key(self) -> bytes:
+        return self._key
