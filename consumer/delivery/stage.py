@@ -167,9 +167,9 @@ class DeliveryStage:
         self._send_signals(runtime.processor.take_address_signals(), runtime.tally)
 
     def _send_logs(self, logs: list[dict[str, Any]], partition: int) -> None:
-        produce, encode, topic = self._producer.produce, self._log_codec.encode, self._topics.sending_logs
-        for log in logs:
-            produce(topic, encode(log), log["delivery_id"].encode(), partition)
+        encode = self._log_codec.encode
+        records = ((log["delivery_id"].encode(), encode(log)) for log in logs)
+        self._producer.produce_many(self._topics.sending_logs, records, partition)
 
     def _send_signals(self, signals: list[dict[str, Any]], tally: Tally) -> None:
         """address.signals is partitioned by address, not by delivery: the configured partitioner places each

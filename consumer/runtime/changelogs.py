@@ -141,10 +141,10 @@ class ChangelogStores:
         for name, store_changes in changes.items():
             next_offset = staged.next_offsets[name] = _NextOffset()
             staged.changes[name] = store_changes
-            topic, last = self.specs[name].changelog, len(store_changes) - 1
-            for i, (key, value) in enumerate(store_changes.items()):
-                callback = next_offset if i == last else None
-                producer.produce(topic, value, key, partition, headers=headers, on_delivery=callback)
+            topic, records = self.specs[name].changelog, list(store_changes.items())
+            if records:  # the last record's delivery report says where the changelog continues
+                producer.produce_many(topic, records[:-1], partition, headers)
+                producer.produce(topic, records[-1][1], records[-1][0], partition, headers, next_offset)
         return staged
 
     def persist(

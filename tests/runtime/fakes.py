@@ -79,6 +79,10 @@ class FakeProducer:
         if on_delivery is not None:
             self._callbacks.append((on_delivery, FakeMessage(topic, partition, offset, key, value)))
 
+    def produce_many(self, topic, records, partition, headers=None) -> None:
+        for key, value in records:
+            self.produce(topic, value, key, partition, headers)
+
     def flush(self, _timeout: float) -> None:
         for callback, message in self._callbacks:
             callback(None, message)
