@@ -11,7 +11,9 @@ address.signals use (`sendtrack run --partitioner`), or show reads the wrong par
 the actor (--actor, or user@host), through the idempotent producer to the address's partition. Each is audited by
 one JSON log line on stderr naming the event id, the actor and the address's keyed hash (address_ref), never the
 address. Stdout gets the event id. With --wait, the tool then follows the address's partition of address.quarantine
-until the stage shows the command applied: a status record decided by this release, or the address's tombstone.
+until the stage shows the command applied: a status record decided by this release, or the address's tombstone. (A
+later signal of the address that the stage applies in the same checkpoint decides the one record it publishes; the
+wait then expires, exit 3, though the release was applied: `show` tells.)
 
 Exit codes, besides the tools' own (cli/options.py: 0 done, 2 cannot run):
 - 1 (NOT_ACCEPTED) show: address.quarantine holds no status for the address (never seen, forgotten or dropped);
