@@ -68,7 +68,9 @@ class Intake:
             runtime = runtimes.get(partition)
             if runtime is None:  # revoked meanwhile; the owner reads it from the committed offset
                 continue
-            batch = batches.setdefault(partition, _Batch())
+            batch = batches.get(partition)
+            if batch is None:  # not setdefault(): that would make a _Batch for every record
+                batch = batches[partition] = _Batch()
             where = Coordinates(msg.topic(), partition, msg.offset())
             if where in self.poison:
                 error = ProcessingError("value", "processing this record raised; see the log")
