@@ -106,7 +106,8 @@ class QuarantineStage:
 
     def start(self, base_config: dict[str, Any]) -> None:
         try:
-            topic_admin.check_same_partitions(AdminClient(base_config), self._topics.quarantine)
+            # The dead-letter topic too: a dead letter keeps its input's partition number.
+            topic_admin.check_same_partitions(AdminClient(base_config), (*self._topics.quarantine, self._topics.dlq))
         except topic_admin.TopicLayoutError as exc:
             raise StartupError(str(exc)) from None
         self.use_reader(Consumer(kafka_config.reader_config(base_config, self.restore_group, reset="error")))

@@ -5,7 +5,8 @@ One store per partition (and its changelog) holds:
 - `t\\x00<due: 8 bytes big-endian><address>`: the deadline index, in due order, so a clock step reads only what is
   due (a counter reset, a mailbox_full release, an idle address to drop); a latched address has no entry;
 - `s\\x00<STATUS>`: how many addresses have that status published (the metrics' gauge, exact after a restore);
-- `n`: the partition's clock.
+- `n`: the partition's clock, as of the last checkpoint that changed anything (every record published was made at
+  or before it; a step from it to a later time that changed nothing would change nothing again).
 """
 
 from __future__ import annotations

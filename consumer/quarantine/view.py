@@ -115,12 +115,13 @@ class AddressView:
                 key = status_count_key(status)
                 stored = self._store.get(key)
                 changes[key] = b"%d" % ((0 if stored is None else int(stored)) + move)
-        if self._clock is not None:
+        # An idle partition stages nothing (no transaction each second): the clock waits for the next change.
+        if self._clock is not None and changes:
             changes[CLOCK] = b"%d" % self._clock
+            self._clock = None
         self._states.clear()
         self._stored.clear()
         self._dues.clear()
-        self._clock = None
         return changes
 
 
