@@ -229,3 +229,22 @@ def test_a_latched_address_is_never_filed():
     out = tested.checkpoint()
     assert [r["status"] for r in out.statuses] == [QUARANTINED]
     assert tested.view.due(10**15) == []
+
+
+def test_a_clock_step_with_nothing_due_reads_nothing_from_the_store(monkeypatch):
+    tested = Stepped()
+    tested.processor.apply([(f"{n}@x", sig(SOFT_ERROR, 0, "unreachable")) for n in range(3)], now_ms=0)
+    tested.checkpoint()
+    reads = []
+    read_range = tested.store.read_range
+    monkeypatch.setattr(tested.store, "read_range", lambda *args: reads.append(args) or read_range(*args))
+    tested.processor.advance_clock(D)  # reads the index once: the first entry is due at 10 days
+    assert len(reads) == 1
+    for day in range(2, 10):
+        tested.processor.advance_clock(day * D)
+        tested.checkpoint()
+    assert len(reads) == 1
+    tested.processor.apply([("new@x", sig(SOFT_ERROR, 9.5, "unreachable"))], now_ms=9 * D)  # filed at 19.5 days
+    tested.checkpoint()
+    tested.processor.advance_clock(10 * D + 1)
+    assert tested.visited == ["0@x", "1@x", "2@x"] and len(reads) == 2
