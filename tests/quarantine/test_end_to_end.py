@@ -12,15 +12,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import ADDRESS_SIGNAL, ADDRESS_STATUS, DELIVERY_EVENT, MTA_EVENT
-from consumer.kafka.admin import ADDRESS_SIGNALS, COMPACTED, ensure_topics
+from consumer.kafka.admin import ADDRESS_SIGNALS, COMPACTED, ensure_topics, partition_counts
 from consumer.kafka.producer import produce_waiting
+from consumer.ops import logging as logs
+from consumer.ops.metrics import Metrics
 from consumer.quarantine.rules import DAY_MS, DENYLISTED, ERRONEOUS, QUARANTINED, VALID
 from consumer.quarantine.signals import Signal, normal_address
+from consumer.quarantine.stage import QuarantineStage
+from consumer.runtime.errors import StartupError
+from consumer.runtime.settings import Settings
 from tests.core.builders import mta, prepared
 from tests.quarantine.builders import new_processor
 from tests.runtime.exactness import log_events
@@ -277,3 +283,18 @@ def test_mta_events_with_addresses_reach_address_quarantine_through_both_stages(
         assert stop(service) == 0
     finally:
         service.kill()
+
+
+def test_topics_that_would_misplace_statuses_or_dead_letters_are_refused_at_start(kafka, tmp_path):
+    """Signals, statuses, the changelog and the dead letters keep one partition number: a dead-letter topic with
+    fewer partitions than address.signals made every rewind fail again."""
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=2)  # the dead-letter topic among them
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    for future in admin.create_topics([NewTopic(name, 3) for name in pipeline.topics.quarantine]).values():
+        future.result(10)
+    while len(partition_counts(admin, pipeline.topics.quarantine)) < 3:  # listed a moment after their creation
+        time.sleep(0.05)
+    settings = Settings(kafka.bootstrap_servers, topics=pipeline.topics, store="memory", quarantine=True)
+    stage = QuarantineStage(settings, Metrics(), logs.get("test"))
+    with pytest.raises(StartupError, match="one partition count"):
+        stage.start({"bootstrap.servers": kafka.bootstrap_servers})
