@@ -11,6 +11,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.cli.workload import Workload, WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
@@ -20,7 +21,7 @@ from consumer.kafka.admin import ensure_topics
 from consumer.kafka.partitioners import partition_of
 from consumer.quarantine.signals import normal_address
 from consumer.runtime.settings import Settings
-from tests.runtime.harness import Pipeline, stop
+from tests.runtime.harness import Pipeline, free_port, http_get, stop
 
 PARTITIONS = 4
 
@@ -97,17 +98,35 @@ def assert_each_signal_once(
     return published
 
 
+def counted_signals(port: int) -> Counter[str]:
+    """sendtrack_address_signals_total by kind, as the instance serves it."""
+    families = text_string_to_metric_families(http_get(port, "/metrics")[1].decode())
+    samples = (s for f in families if f.name == "sendtrack_address_signals" for s in f.samples)
+    return Counter({s.labels["kind"]: int(s.value) for s in samples if s.name.endswith("_total")})
+
+
+def counted_when_committed(port: int, expected: Counter[str], timeout_s: float = 30.0) -> Counter[str]:
+    """The counts once they reach `expected`, or as they are at the deadline: a checkpoint's tally is added just
+    after its commit, which the test may see first."""
+    deadline = time.monotonic() + timeout_s
+    while (counted := counted_signals(port)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return counted
+
+
 def test_a_quarantine_run_publishes_each_signal_once_keyed_by_address(kafka, tmp_path):
     workload = generate(WorkloadSpec.ending_now(deliveries=4, messages=400, addresses=250, seed=11))
     pipeline = quarantine_pipeline(kafka.bootstrap_servers, tmp_path)
     pipeline.produce_workload(workload)
     # Not librdkafka's default partitioner: the run's --partitioner must reach its producer.
-    service = pipeline.start("signals", quarantine=True, partitioner="murmur2_random")
+    port = free_port()
+    service = pipeline.start("signals", quarantine=True, partitioner="murmur2_random", http_port=port)
     try:
         wait_until_consumed(pipeline, [service])
         published = assert_each_signal_once(pipeline, workload, "murmur2_random")
         kinds = Counter(s["kind"] for *_, s in published)
         assert {"HARD_ERROR", "SOFT_ERROR", "DELIVERED", "OPEN", "CLICK", VALIDITY_END_FAILURE} <= set(kinds)
+        assert counted_when_committed(port, kinds) == kinds  # what the metric says was published
         assert stop(service) == 0
     finally:
         service.kill()
