@@ -92,7 +92,9 @@ class QuarantineStage:
         self._metrics = metrics
         self._log = log.bind(stage=self.name)
         stores = StoreFactory(settings.store, settings.state_dir, self.group_id)
-        spec = StoreSpec(t.quarantine_changelog, name=STORE)
+        # A store offline longer than the changelog keeps its tombstones may hold an address forgotten meanwhile.
+        offline_ms = int(topic_admin.COMPACTED["delete.retention.ms"])
+        spec = StoreSpec(t.quarantine_changelog, name=STORE, max_offline_ms=offline_ms)
         self._changelogs = ChangelogStores([spec], stores, metrics, self._log)
         self._signal_codec = AvroCodec.named(ADDRESS_SIGNAL)
         self._status_codec = AvroCodec.named(ADDRESS_STATUS)

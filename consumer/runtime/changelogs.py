@@ -11,7 +11,8 @@ position, in one batch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,11 @@ class StoreSpec:
     changelog: str
     name: str = DEFAULT_STORE
     merge: Merge = overwrite
+    # A store whose last checkpoint is older than this is emptied before its restore, which then replays the whole
+    # changelog. Compaction drops a tombstone delete.retention.ms after it was written: a store offline longer may
+    # have missed the deletion of a key it still holds, and would keep the key for good (for a stage that erases
+    # personal data on request, that is the data it was asked to erase). None: kept however old.
+    max_offline_ms: int | None = None
 
 
 @dataclass
@@ -42,6 +48,10 @@ class Restored:
 
     store: PartitionStore
     result: RestoreResult
+
+
+# The store's offsets entry: when its last checkpoint was persisted (epoch ms; "@" is in no topic name).
+PERSISTED_AT = "@persisted_at"
 
 
 class _NextOffset:
@@ -66,8 +76,16 @@ class StagedChanges:
 class ChangelogStores:
     """The named stores of one stage, per partition."""
 
-    def __init__(self, specs: Sequence[StoreSpec], factory: StoreFactory, metrics: Metrics, log: Any) -> None:
+    def __init__(
+        self,
+        specs: Sequence[StoreSpec],
+        factory: StoreFactory,
+        metrics: Metrics,
+        log: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.specs = {spec.name: spec for spec in specs}
+        self._clock = clock
         self._factory = factory
         self._metrics = metrics
         self._log = log
@@ -111,6 +129,7 @@ class ChangelogStores:
     ) -> dict[int, Restored]:
         assert self._reader is not None, "use_reader() comes first"
         stores = {partition: self._factory.open(partition, spec.name) for partition in partitions}
+        stores = {partition: self._unless_stale(spec, partition, store) for partition, store in stores.items()}
         while True:
             try:
                 results = restore(stores, self._reader, spec.changelog, group, committed, beat, merge=spec.merge)
@@ -126,6 +145,16 @@ class ChangelogStores:
             if result.skipped:
                 self._log.info("restore_skipped", store=spec.name, partition=partition, uncommitted=result.skipped)
         return {partition: Restored(stores[partition], results[partition]) for partition in partitions}
+
+    def _unless_stale(self, spec: StoreSpec, partition: int, store: PartitionStore) -> PartitionStore:
+        """The store, or an empty one if its last checkpoint is older than the spec's max_offline_ms."""
+        limit_ms = spec.max_offline_ms
+        persisted = store.offsets().get(PERSISTED_AT)
+        if limit_ms is None or persisted is None or self._clock() * 1000 - persisted <= limit_ms:
+            return store
+        reason = f"last checkpoint {round(self._clock() - persisted / 1000)} s ago, beyond {limit_ms / 1000:.0f} s"
+        self._log.warning("state_discarded", store=spec.name, partition=partition, reason=reason)
+        return self._factory.discard(partition, store, spec.name)
 
     def release(self, stores: Mapping[str, PartitionStore]) -> None:
         for store in stores.values():
@@ -157,5 +186,7 @@ class ChangelogStores:
             next_offset = staged.next_offsets.get(name) if staged else None
             if next_offset is not None and next_offset.value is not None:
                 offsets[CHANGELOG_OFFSET] = next_offset.value
+            if self.specs[name].max_offline_ms is not None:
+                offsets[PERSISTED_AT] = int(self._clock() * 1000)
             if changes or offsets:
                 store.write(changes, offsets)
