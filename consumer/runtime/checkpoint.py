@@ -45,7 +45,11 @@ class Checkpointer:
         self._last = time.monotonic()
 
     def due(self) -> bool:
-        return time.monotonic() - self._last >= self._interval_s
+        return self.until_due() == 0.0
+
+    def until_due(self) -> float:
+        """Seconds until the next checkpoint is due; 0 once it is."""
+        return max(0.0, self._interval_s - (time.monotonic() - self._last))
 
     def run(self, works: Iterable[PartitionWork], now_ms: int | None, beat: Beat) -> bool:
         """Checkpoint every partition (the stage moves its clock to now_ms first, if given); raises

@@ -128,7 +128,9 @@ class StageRunner:
     def step(self, timeout_s: float) -> None:
         """One turn of the loop: poll, process, checkpoint when due, serve the producer's callbacks."""
         self._beat("poll")
-        messages = self._consumer.consume(self._settings.batch_size, timeout_s)
+        # A poll waits for a full batch until its timeout: it must not hold back a checkpoint that falls due meanwhile
+        # (every output of the interval would wait with it).
+        messages = self._consumer.consume(self._settings.batch_size, min(timeout_s, self._checkpointer.until_due()))
         if messages:
             self._beat("process")
             self.process(messages)

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from consumer.ops.metrics import Tally
 from consumer.runtime.settings import AT_LEAST_ONCE
 from tests.delivery.test_intake import prepare, relayed
-from tests.runtime.fakes import FakeProducer, LoopDriver
+from tests.runtime.fakes import FakeConsumer, FakeProducer, LoopDriver
 
 
 def applied(driver: LoopDriver) -> float:
@@ -115,3 +115,32 @@ def test_a_lost_partition_is_dropped_without_a_commit(calls):
     assert "commit" not in calls and "persist" not in calls and not driver.producer.open  # aborted
     assert store.offsets() == {} and applied(driver) == 0
     assert set(driver.runner.works) == {0} and set(driver.stage.runtimes) == {0}
+
+
+class PollingConsumer(FakeConsumer):
+    """Answers polls with nothing and keeps how long each was allowed to wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float] = []
+
+    def consume(self, _count: int, timeout: float) -> list:
+        self.timeouts.append(timeout)
+        return []
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, -1) for tp in partitions]
+
+
+def test_a_poll_waits_no_longer_than_until_the_next_checkpoint_is_due(monkeypatch):
+    now = [1_000.0]
+    monkeypatch.setattr("consumer.runtime.checkpoint.time.monotonic", lambda: now[0])
+    driver = LoopDriver(partitions=1)  # its checkpointer's interval (1 s) starts now
+    consumer = PollingConsumer()
+    driver.runner.attach(driver.producer, consumer)  # type: ignore[arg-type]
+    checkpoints = []
+    monkeypatch.setattr(driver.runner, "checkpoint", lambda: checkpoints.append(now[0]))
+    for now[0] in (1_000.5, 1_000.95, 1_001.25):
+        driver.runner.step(0.1)
+    assert consumer.timeouts == [0.1, pytest.approx(0.05), 0.0]
+    assert checkpoints == [1_001.25]  # the one poll that found it due ran it
