@@ -101,6 +101,7 @@ class QuarantineStage:
         # The runner's partitions, seen from HTTP threads: a reader sees a partition whole or not at all.
         self._partitions: dict[int, QuarantinePartition] = {}
         self._lock = threading.Lock()
+        self._counts: dict[int, dict[str, int]] = {}  # addresses by status per owned partition, as committed
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -142,7 +143,8 @@ class QuarantineStage:
             self._log.info("restored", partition=partition, records=result.records, seconds=round(result.seconds, 3))
         with self._lock:
             self._partitions.update(opened)
-        self._observe_state()
+        for partition, work in opened.items():
+            self._observe_state(partition, work.store)
         return dict(opened)
 
     def partition(self, partition: int, store: PartitionStore) -> QuarantinePartition:
@@ -153,7 +155,7 @@ class QuarantineStage:
         assert isinstance(work, QuarantinePartition)
         with self._lock:
             self._partitions.pop(work.partition, None)
-        self._observe_state()
+        self._observe_state(work.partition, None)
         self._changelogs.release({STORE: work.store})
 
     # -- processing --------------------------------------------------------------------------------------------------
@@ -229,7 +231,7 @@ class QuarantineStage:
         assert staged is None or isinstance(staged, _Staged)
         self._changelogs.persist({STORE: work.store}, staged and staged.changelog, work.consumed)
         if staged is not None:
-            self._observe_state()
+            self._observe_state(work.partition, work.store)
 
     def _tally(self, tally: Tally, out: QuarantineOutput) -> None:
         m = self._metrics
@@ -240,13 +242,16 @@ class QuarantineStage:
         tally.add(m.quarantine_records.labels("status"), len(out.statuses))
         tally.add(m.quarantine_records.labels("tombstone"), len(out.tombstones))
 
-    def _observe_state(self) -> None:
-        """Addresses by status over the owned partitions, from the counts committed with their state."""
-        with self._lock:
-            partitions = list(self._partitions.values())
+    def _observe_state(self, partition: int, store: PartitionStore | None) -> None:
+        """Addresses by status over the owned partitions, from the counts committed with their state: this
+        partition's read again (None: no longer owned)."""
+        if store is None:
+            self._counts.pop(partition, None)
+        else:
+            self._counts[partition] = committed_status_counts(store)
         totals: Counter[str] = Counter()
-        for work in partitions:
-            totals.update(committed_status_counts(work.store))
+        for counts in self._counts.values():
+            totals.update(counts)
         for status in ADDRESS_STATUSES:
             self._metrics.quarantine_addresses.labels(status).set(totals[status])
 
