@@ -9,9 +9,8 @@ from typing import Any
 
 from consumer.codec.errors import FieldError, FutureEvent, KeyMismatch, MissingKey
 from consumer.codec.validation import MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TIME_MS, check_id
-from consumer.quarantine.signals import FORGET, RELEASE, Signal, normal_address
-
-COMMANDS = (RELEASE, FORGET)
+from consumer.quarantine.commands import COMMANDS
+from consumer.quarantine.signals import Signal, normal_address
 
 
 def check_signal(record: dict[str, Any], key: bytes | None, latest_ms: int) -> tuple[str, Signal]:
