@@ -299,3 +299,40 @@ def test_topics_that_would_misplace_statuses_or_dead_letters_are_refused_at_star
     stage = QuarantineStage(settings, Metrics(), logs.get("test"))
     with pytest.raises(StartupError, match="one partition count"):
         stage.start({"bootstrap.servers": kafka.bootstrap_servers})
+
+
+def test_partitions_moving_between_instances_keep_the_statuses_exact(kafka, tmp_path):
+    """Two instances share the partitions; one stops (its partitions are checkpointed on revoke and restored from
+    the changelog by the other), and the result is still a clean pass's, the gauge the whole set's."""
+    now = int(time.time() * 1000)
+    records = random_signals(seed=23, addresses=200, count=4_000, now=now)
+    expected = expected_topic(records, now)
+    assert expected == expected_topic(records, now + 2 * HOUR_MS)
+    pipeline = Pipeline(kafka.bootstrap_servers, tmp_path, partitions=4)
+    ensure_topics(AdminClient({"bootstrap.servers": kafka.bootstrap_servers}), pipeline.topics, 4, quarantine=True)
+    third = len(records) // 3
+    port = free_port()
+    first = pipeline.start("a", quarantine=True, http_port=port)
+    second = pipeline.start("b", quarantine=True)
+    try:
+        wait_for_assignment(tmp_path / "a.log", 1, first)
+        wait_for_assignment(tmp_path / "b.log", 1, second)
+        produce_signals(pipeline, records[:third])
+        time.sleep(3)
+        assert stop(second) == 0
+        produce_signals(pipeline, records[third : 2 * third])
+        time.sleep(1)
+        produce_signals(pipeline, records[2 * third :])
+        latest = wait_for(pipeline, expected, first, timeout_s=120)
+        assert latest == expected
+        counts: dict[str, float] = {}
+        for record in expected.values():
+            if record is not None:
+                counts[record["status"]] = counts.get(record["status"], 0) + 1
+        assert wait_for_gauge(port, counts, timeout_s=30)  # instance a now owns every partition
+        restores = [e for e in log_events(tmp_path / "a.log") if e["event"] == "restored"]
+        assert any(e["records"] > 0 for e in restores if e.get("stage") == "quarantine")
+        assert stop(first) == 0
+    finally:
+        first.kill()
+        second.kill()
