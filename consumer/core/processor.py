@@ -11,11 +11,11 @@ clock step: its message-level state is deleted, its record keeps the final count
 leaves memory. Later input for it is refused.
 
 Address signals (with `address_signals`): each MTA event the processor applies that names an address gives one
-signal (consumer/core/address_signals.py). An event it finds changes nothing (a redelivery, or a fact the message
-already has) gives none, so a redelivery never repeats a signal; neither does an event of an archived delivery,
-which is refused. An event of a delivery unknown or not confirmed does give one: it is applied like any other (its
-PREPARED is usually just not read yet, the two topics are not aligned), and what the MTA saw of the address is true
-whatever the back office said.
+signal (consumer/core/address_signals.py), also one that tells its message nothing new: an older soft bounce read
+after a newer one is still an error of its own day to the quarantine, which counts by event time and drops a
+redelivery's repeat by its event id. An event of an archived delivery, which is refused, gives none. An event of a
+delivery unknown or not confirmed does give one: it is applied like any other (its PREPARED is usually just not read
+yet, the two topics are not aligned), and what the MTA saw of the address is true whatever the back office said.
 """
 
 from __future__ import annotations
@@ -301,12 +301,13 @@ class PartitionProcessor:
         old_status = message_status(message.facts, efs, final)
         old = contribution(message, old_status) if message.facts else NO_CONTRIBUTION
         facts_before = message.facts
-        if not _learn(message, event, kind) and not engagement_new:
+        changed = _learn(message, event, kind) or engagement_new
+        if self._signals:
+            self._signal_event(delivery, message_id, message, event, facts_before)
+        if not changed:
             out.outcomes[kind, DUPLICATE] += 1
             return
         out.outcomes[kind, APPLIED] += 1
-        if self._signals:
-            self._signal_event(delivery, message_id, message, event, facts_before)
         new_status = message_status(message.facts, efs, final)
         delivery.counters.move(old, contribution(message, new_status))
         if new_status != old_status:
