@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,13 +43,16 @@ from consumer.cli.options import CANNOT_RUN
 from consumer.cli.quarantine import NOT_APPLIED
 from consumer.cli.quarantine import READER_GROUP as QUARANTINE_READER
 from consumer.codec.avro import AvroCodec
-from consumer.codec.schemas import ADDRESS_STATUS, DELIVERY_EVENT, MTA_EVENT
+from consumer.codec.schemas import ADDRESS_SIGNAL, ADDRESS_STATUS, DELIVERY_EVENT, MTA_EVENT
+from consumer.kafka.admin import ensure_topics
 from consumer.kafka.brokers.apache import ApacheKafkaBroker, BrokerSecurity
 from consumer.kafka.partitioners import partition_of
 from consumer.runtime.errors import KAFKA_FATAL
 from consumer.runtime.settings import IngestSource
 from tests import samples
 from tests.cli.tools import outcome, sendtrack
+from tests.core.builders import mta, prepared
+from tests.quarantine.test_end_to_end import published
 from tests.reliability.proxy import Certificates, make_certificates
 from tests.runtime.harness import Pipeline, free_port, http_get, stop, wait_http
 
@@ -151,6 +155,16 @@ def run_acls(pipeline: Pipeline, instance: str, source: str | None = None, view:
         acls += [("TOPIC", t.kpis, "READ"), ("GROUP", f"{group}.web", "DESCRIBE")]
         acls += [("TOPIC", t.deliveries, "WRITE"), ("TOPIC", t.control, "WRITE")]  # confirmations, Compute stats
     return acls
+
+
+def quarantine_run_acls(pipeline: Pipeline, instance: str) -> list[Acl]:
+    """What `run --quarantine` adds: the delivery stage's signals, and the quarantine stage (exactly-once)."""
+    t, stage = pipeline.topics, f"{pipeline.group}.quarantine"
+    acls = [("TOPIC", t.address_signals, "WRITE"), ("TOPIC", t.address_signals, "READ")]
+    acls += [("TOPIC", t.address_quarantine, "WRITE"), ("TOPIC", t.dlq, "WRITE")]
+    acls += [("TOPIC", t.quarantine_changelog, "READ"), ("TOPIC", t.quarantine_changelog, "WRITE")]
+    acls += [("GROUP", stage, "READ"), ("GROUP", f"{stage}.restore", "DESCRIBE")]
+    return [*acls, ("TRANSACTIONAL_ID", f"{stage}-{instance}", "WRITE")]
 
 
 def tool_acls(pipeline: Pipeline, source: str) -> dict[str, list[Acl]]:
@@ -441,6 +455,7 @@ def test_a_tool_without_one_permission_ends_naming_it(sasl: Secured, tmp_path: P
 
 # -- the quarantine tool ------------------------------------------------------------------------------------------
 QUARANTINED = "held@example.com"
+SIGNAL_CODEC = AvroCodec.named(ADDRESS_SIGNAL)
 
 
 def _quarantine_topics(kafka: Secured, workdir: Path) -> tuple[str, str]:
@@ -500,3 +515,94 @@ def test_the_quarantine_tool_without_one_permission_ends_naming_it(sasl: Secured
     actor = ["--actor", "ops"] if action == "release" else []
     code, stdout, stderr = _quarantine(sasl, signals, statuses, action, QUARANTINED, *actor)
     assert (code, stdout, stderr) == (CANNOT_RUN, "", f"sendtrack quarantine: {_refusal(*removed)}\n")
+
+
+# -- run --quarantine ----------------------------------------------------------------------------------------------
+ADDRESS_EVENTS = {  # the MTA event each address has, and the status the quarantine stage gives it
+    "hard@example.com": (("HARD_BOUNCE", "user_unknown"), "QUARANTINED"),
+    "reader@example.com": (("DELIVERED", None), "VALID"),
+    "angry@example.com": (("COMPLAINT", None), "DENYLISTED"),
+}
+
+
+def _with_addresses(kafka: Secured, workdir: Path) -> Pipeline:
+    """A pipeline with the quarantine's topics, and a delivery whose MTA events name the addresses."""
+    pipeline = _pipeline(kafka, workdir)
+    ensure_topics(AdminClient({"bootstrap.servers": kafka.broker.setup_servers}), pipeline.topics, 4, quarantine=True)
+    now = int(time.time() * 1000)
+    delivery = prepared("d1", efs=False, validity_end=now + 3_600_000, at=now - 9_000)
+    pipeline.produce_events(pipeline.topics.deliveries, DELIVERY_EVENT, [delivery])
+    events = [
+        mta("d1", f"m{n}", kind, at=now - 5_000, reason=reason, address=address)
+        for n, (address, ((kind, reason), _)) in enumerate(ADDRESS_EVENTS.items())
+    ]
+    pipeline.produce_events(pipeline.topics.mta_events, MTA_EVENT, events)
+    return pipeline
+
+
+def test_run_quarantine_with_exactly_the_readme_acls(sasl: Secured, tmp_path: Path) -> None:
+    """Both stages: the delivery stage's signals reach the quarantine stage, whose statuses reach address.quarantine."""
+    pipeline = _with_addresses(sasl, tmp_path)
+    grant(sasl, run_acls(pipeline, "a") + quarantine_run_acls(pipeline, "a"))
+    port = free_port()
+    instance = _start(sasl, pipeline, "a", quarantine=True, http_port=port, http_host="127.0.0.1")
+    try:
+        expected = {address: status for address, (_, status) in ADDRESS_EVENTS.items()}
+        deadline = time.monotonic() + KPI_TIMEOUT_S
+        while (seen := _statuses(pipeline)) != expected and time.monotonic() < deadline:
+            assert instance.poll() is None, (tmp_path / "a.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert seen == expected
+        metrics = http_get(port, "/metrics")[1].decode()
+        assert 'sendtrack_assigned_partitions{stage="quarantine"} 4.0' in metrics
+        assert stop(instance) == 0
+    finally:
+        instance.kill()
+    _assert_no_secret([metrics, (tmp_path / "a.log").read_text()])
+
+
+def _statuses(pipeline: Pipeline) -> dict[str, str]:
+    return {address: record["status"] for address, record in published(pipeline).items() if record is not None}
+
+
+QUARANTINE_RUN_MISSING = {  # what is removed, from the pipeline's names and the instance's id
+    "write of the signals": lambda p, i: ("TOPIC", p.topics.address_signals, "WRITE"),
+    "read of the signals": lambda p, i: ("TOPIC", p.topics.address_signals, "READ"),
+    "write of the statuses": lambda p, i: ("TOPIC", p.topics.address_quarantine, "WRITE"),
+    "read of its changelog": lambda p, i: ("TOPIC", p.topics.quarantine_changelog, "READ"),
+    "write of its changelog": lambda p, i: ("TOPIC", p.topics.quarantine_changelog, "WRITE"),
+    "its group": lambda p, i: ("GROUP", f"{p.group}.quarantine", "READ"),
+    "its restore reader's group": lambda p, i: ("GROUP", f"{p.group}.quarantine.restore", "DESCRIBE"),
+    "its transactional id": lambda p, i: ("TRANSACTIONAL_ID", f"{p.group}.quarantine-{i}", "WRITE"),
+}
+
+
+@pytest.mark.parametrize("missing", QUARANTINE_RUN_MISSING)
+def test_run_quarantine_without_one_permission_ends_naming_it(sasl: Secured, tmp_path: Path, missing: str) -> None:
+    pipeline = _with_addresses(sasl, tmp_path)
+    kind, name, operation = removed = QUARANTINE_RUN_MISSING[missing](pipeline, "a")
+    grant(sasl, [acl for acl in run_acls(pipeline, "a") + quarantine_run_acls(pipeline, "a") if acl != removed])
+    event = _ended(_start(sasl, pipeline, "a", quarantine=True), tmp_path / "a.log", within_s=30)
+    assert event["error"] == _refusal(kind, name, operation)
+
+
+def test_a_permission_revoked_from_the_quarantine_stage_ends_the_instance_naming_it(
+    sasl: Secured, tmp_path: Path
+) -> None:
+    """The quarantine stage's transaction refused (AddPartitionsToTxn names no record) is named, never retried."""
+    pipeline = _pipeline(sasl, tmp_path)
+    ensure_topics(AdminClient({"bootstrap.servers": sasl.broker.setup_servers}), pipeline.topics, 4, quarantine=True)
+    grant(sasl, run_acls(pipeline, "a") + quarantine_run_acls(pipeline, "a"))
+    port = free_port()
+    instance = _start(sasl, pipeline, "a", quarantine=True, http_port=port, http_host="127.0.0.1")
+    try:
+        wait_http(port, "/readyz")
+    except AssertionError:
+        instance.kill()
+        raise
+    revoked = ("TOPIC", pipeline.topics.address_quarantine, "WRITE")
+    revoke(sasl, [revoked])
+    signal = {"event_id": "e1", "address": QUARANTINED, "kind": "HARD_ERROR", "occurred_at": int(time.time() * 1000),
+              "delivery_id": "d1", "message_id": "m1", "reason": "user_unknown", "actor": None}  # fmt: skip
+    pipeline.produce_raw(pipeline.topics.address_signals, QUARANTINED.encode(), SIGNAL_CODEC.encode(signal))
+    assert _ended(instance, tmp_path / "a.log")["error"] == _refusal(*revoked)
