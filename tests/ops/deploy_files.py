@@ -61,8 +61,10 @@ def dashboard_variables() -> dict[str, dict[str, Any]]:
 
 
 def interpolate(expr: str, rate_interval: str) -> str:
-    """The query Grafana sends with the variables at their defaults: the compose job, all instances."""
-    values = {"__rate_interval": rate_interval, "job": scrape_job()["job_name"], "instance": ".+"}
+    """The query Grafana sends with the variables at their defaults: the compose job, all instances, and a text
+    variable's own default."""
+    texts = {name: v["query"] for name, v in dashboard_variables().items() if v["type"] == "textbox"}
+    values = {**texts, "__rate_interval": rate_interval, "job": scrape_job()["job_name"], "instance": ".+"}
     unknown = set(_VARIABLE.findall(expr)) - values.keys()
     assert not unknown, f"{expr} uses variables the dashboard does not define: {sorted(unknown)}"
     return _VARIABLE.sub(lambda match: values[match.group(1)], expr)

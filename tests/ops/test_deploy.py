@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 
 from consumer.cli.options import env_name
 from consumer.cli.run import add_run_flags
+from consumer.kafka.topics import Topics
 from consumer.ops.metrics import Metrics
 from tests.ops.deploy_files import (
     ALERTS,
@@ -104,6 +105,8 @@ def test_alerts_cover_what_operators_must_hear_about():
         "sendtrack_assigned_partitions",
         "sendtrack_batch_processing_seconds_bucket",
         'up{job="sendtrack"}',
+        "sendtrack_quarantine_transitions_total",
+        "sendtrack_quarantine_signals_total",
     ):
         assert needed in used, needed
 
@@ -120,13 +123,27 @@ def test_dashboard_shows_the_service_at_a_glance():
         "sendtrack_assigned_partitions",
         "sendtrack_kpi_records_published_total",
         "sendtrack_state_restore_seconds_sum",
+        "sendtrack_quarantine_addresses",
+        "sendtrack_quarantine_transitions_total",
+        "sendtrack_address_signals_total",
+        "sendtrack_quarantine_signals_total",
+        "sendtrack_quarantine_records_published_total",
     } <= used
     datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
     uids = {source["uid"] for source in datasource["datasources"]}
     panels = dashboard()["panels"]
     assert {panel["datasource"]["uid"] for panel in panels} <= uids
     assert len({panel["id"] for panel in panels}) == len(panels)
-    assert {variable["datasource"]["uid"] for variable in dashboard_variables().values()} <= uids
+    queried = [variable for variable in dashboard_variables().values() if variable["type"] == "query"]
+    assert {variable["datasource"]["uid"] for variable in queried} <= uids
+
+
+def test_dashboard_shows_the_quarantine_stage_lag_on_its_input_topic():
+    """consumer_lag has a topic, not a stage: the quarantine stage's is its input's, address.signals by default."""
+    [lag] = [panel for panel in dashboard()["panels"] if panel["title"].startswith("Quarantine stage: lag")]
+    [target] = lag["targets"]
+    assert 'topic="$signals_topic"' in target["expr"] and "sendtrack_consumer_lag" in target["expr"]
+    assert dashboard_variables()["signals_topic"]["query"] == Topics().address_signals
 
 
 def test_dashboard_filters_every_series_by_its_job_and_instance_variables():
