@@ -19,6 +19,7 @@ from consumer.cli.options import env_name
 from consumer.cli.run import add_run_flags
 from consumer.kafka.topics import Topics
 from consumer.ops.metrics import Metrics
+from consumer.quarantine.privacy import KEY_VARIABLE as ADDRESS_HASH_KEY
 from tests.ops.deploy_files import (
     ALERTS,
     DASHBOARD,
@@ -165,7 +166,7 @@ def run_flag_env_names() -> set[str]:
 
 def check_sendtrack_env(env: dict[str, Any]) -> None:
     assert env.get("SENDTRACK_BOOTSTRAP_SERVERS"), "SENDTRACK_BOOTSTRAP_SERVERS is required"
-    known = run_flag_env_names()
+    known = run_flag_env_names() | {ADDRESS_HASH_KEY}  # the hash key: the environment only, never a flag
     for name in env:
         if name.startswith("SENDTRACK_KAFKA_"):
             # passed through to librdkafka; only security settings are accepted
@@ -252,6 +253,57 @@ def test_kubernetes_statefulset_gives_stable_ids_state_volumes_and_probes():
     assert annotations["prometheus.io/scrape"] == "true"
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert int(annotations["prometheus.io/port"]) == ports["http"] == int(env["SENDTRACK_HTTP_PORT"]["value"])
+
+
+def switched_on(path: Path, first: str) -> str:
+    """The manifest with its commented-out settings that begin at the comment `# <first>` uncommented: the comment
+    lines from there to the next line that is not a comment."""
+    lines = path.read_text().splitlines(keepends=True)
+    [start] = [i for i, line in enumerate(lines) if line.strip() == f"# {first}"]
+    end = next(i for i in range(start, len(lines)) if not lines[i].lstrip().startswith("#"))
+    lines[start:end] = [re.sub(r"^(\s*)# ", r"\1", line) for line in lines[start:end]]
+    return "".join(lines)
+
+
+def quarantine_is_on(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> bool:
+    """What `sendtrack run` makes of SENDTRACK_QUARANTINE in this environment."""
+    monkeypatch.setenv("SENDTRACK_QUARANTINE", env["SENDTRACK_QUARANTINE"])
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser, bootstrap_required=False)
+    return parser.parse_args([]).quarantine
+
+
+def test_compose_switches_the_quarantine_on_by_its_commented_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert "SENDTRACK_QUARANTINE" not in compose["x-sendtrack-env"]  # off unless asked
+    switched = tmp_path / COMPOSE.name
+    switched.write_text(switched_on(COMPOSE, 'SENDTRACK_QUARANTINE: "true"'))
+    done = validate_compose(switched)
+    assert done.returncode == 0, done.stdout + done.stderr
+    services = yaml.safe_load(switched.read_text())["services"]
+    for name in ("sendtrack-a", "sendtrack-b"):
+        env = as_env(services[name]["environment"])
+        check_sendtrack_env(env)
+        assert ADDRESS_HASH_KEY in env and quarantine_is_on(env, monkeypatch), name
+
+
+def test_kubernetes_switches_the_quarantine_on_by_its_commented_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def env_of(text: str) -> dict[str, dict[str, Any]]:
+        [statefulset] = [d for d in yaml.safe_load_all(text) if d and d["kind"] == "StatefulSet"]
+        [container] = statefulset["spec"]["template"]["spec"]["containers"]
+        return {item["name"]: item for item in container["env"]}
+
+    assert "SENDTRACK_QUARANTINE" not in env_of(KUBERNETES.read_text())  # off unless asked
+    switched = tmp_path / KUBERNETES.name
+    switched.write_text(switched_on(KUBERNETES, "- name: SENDTRACK_QUARANTINE"))
+    done = validate_kubernetes(switched)
+    assert done.returncode == 0, done.stdout + done.stderr
+    env = env_of(switched.read_text())
+    check_sendtrack_env({name: item.get("value") or item.get("valueFrom") for name, item in env.items()})
+    assert env[ADDRESS_HASH_KEY]["valueFrom"]["secretKeyRef"]["key"]  # a secret, never in the manifest
+    assert quarantine_is_on({"SENDTRACK_QUARANTINE": env["SENDTRACK_QUARANTINE"]["value"]}, monkeypatch)
 
 
 # -- schemas: the Kubernetes API's and the compose specification's, bundled with the validators (offline) ---------
