@@ -8,6 +8,8 @@ from typing import Any
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import DELIVERY_KPI, MTA_EVENT, load, schemas_dir
+from consumer.kafka.admin import ADDRESS_SIGNALS, COMPACTED, SIGNALS_RETENTION_MS
+from consumer.quarantine import state_codec
 from tests import samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +74,20 @@ def test_the_worked_example_is_what_the_codec_writes_and_its_table_covers_every_
     rows = re.findall(r"^\| `([0-9a-f ]+)` \|", table, re.MULTILINE)
     assert bytes.fromhex("".join(rows)) == encoded
     assert AvroCodec.named(MTA_EVENT).decode(encoded) == event
+
+
+def test_the_quarantine_topics_are_described_as_created_and_laid_out():
+    """Their cleanup and retention as --create-topics sets them, and the changelog's key prefixes."""
+    section = DOC[DOC.index("## The address quarantine") : DOC.index("## Compression")]
+    days = SIGNALS_RETENTION_MS // 86_400_000
+    assert {"cleanup.policy": "delete", "retention.ms": str(days * 86_400_000)} == ADDRESS_SIGNALS
+    assert f"| `address.signals` | `delete` | `retention.ms` {days} days" in section
+    compacted = f"`segment.bytes` {int(COMPACTED['segment.bytes']) >> 20} MiB, " + ", ".join(
+        f"`{name}` {int(COMPACTED[name]) // 3_600_000} h" for name in ("segment.ms", "delete.retention.ms")
+    )
+    assert COMPACTED["cleanup.policy"] == "compact"
+    assert f"| `address.quarantine` | `compact` | {compacted}" in section
+    assert "| `sendtrack.quarantine.changelog` | `compact` | as `address.quarantine` |" in section
+    documented = re.findall(r"^\| `(\w)(\\0)?[<`]", section, re.MULTILINE)
+    layout = [state_codec.ADDRESS, state_codec.DEADLINE, state_codec.STATUS_COUNT, state_codec.CLOCK]
+    assert [(prefix + ("\0" if nul else "")).encode() for prefix, nul in documented] == layout
