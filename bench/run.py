@@ -59,6 +59,7 @@ class Scenario:
     guarantee: str = "exactly-once"
     instances: int = 1
     workers: int = 1  # member processes under one `sendtrack run --workers` parent, per instance
+    source: Path | None = None  # a source tree whose `consumer` package the instances run (--compare); None: this one
 
 
 SCENARIOS = (
@@ -103,7 +104,8 @@ class Bench:
             **extra,
         )
         log = open(self.workdir / f"{instance}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        process = subprocess.Popen(argv(settings), stdout=log, stderr=subprocess.STDOUT)
+        env = None if scenario.source is None else {**os.environ, "PYTHONPATH": str(scenario.source)}
+        process = subprocess.Popen(argv(settings), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=scenario.source)
         self.processes.append(process)
         return process, port
 
@@ -567,8 +569,7 @@ def machine(broker: str) -> dict[str, Any]:
     versions["librdkafka"] = confluent_kafka.libversion()[0]
     versions["python"] = platform.python_version()
     versions["broker"] = broker
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    versions["sendtrack_commit"] = commit.stdout.strip() or "unknown"
+    versions["sendtrack_commit"] = _commit(ROOT)
     return {
         "cpus": os.cpu_count(),
         "cpu": cpu,
@@ -610,6 +611,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms "
                 "(event produced -> KPI record that reflects it read back, commit interval 1 s).",
             ]
+    if "compare" in result:
+        lines += _compare_lines(result["compare"])
     if "million" in result:
         m = result["million"]
         lines += [
@@ -683,6 +686,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("service", "ingest"), help="one group: `sendtrack run` scenarios, or ingest per format"
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="TREE",
+        help="only: the default scenario of TREE (before; it must take the same flags) against this tree's",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --compare")
     parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder for the JSON and markdown")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
@@ -692,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = WorkloadSpec.ending_now(deliveries=args.deliveries, messages=args.messages, seed=1)
     workload = generate(spec)
     groups = {args.only} if args.only else {"service"} if args.smoke else {"service", "ingest"}
+    groups = {"compare"} if args.compare else groups
     result: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(dev.description if dev else f"given: {args.bootstrap_servers}"),
@@ -703,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if "service" in groups:
                 run_services(bench, result, args)
+            if "compare" in groups:
+                result["compare"] = run_compare(bench, args.compare, args.rounds, args.timeout)
             if args.million:
                 big = generate(WorkloadSpec.ending_now(deliveries=100, messages=10_000, seed=2))
                 result["million"] = run_million(
@@ -719,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
-    runs = [*result.get("throughput", []), result.get("million", {"correct": True})]
+    compared = [run for runs in result.get("compare", {}).get("rounds", []) for run in runs.values()]
+    runs = [*result.get("throughput", []), *compared, result.get("million", {"correct": True})]
     return 0 if all(run["correct"] for run in runs + result.get("ingest", {}).get("formats", [])) else 1
 
 
@@ -753,6 +767,56 @@ def run_quix_if_installed(
         return
     result["throughput"].append(run_quix(bench, deliveries, mta, timeout_s))
     print(json.dumps(result["throughput"][-1]), flush=True)
+
+
+def run_compare(bench: Bench, baseline: Path, rounds: int, timeout_s: float) -> dict[str, Any]:
+    """The default scenario of another source tree (before) and of this one (after), in alternating order, each
+    round beside the limit: on a shared machine conditions drift in minutes, so each round compares like with like."""
+    deliveries = encode(bench.workload.delivery_events, DELIVERY_EVENT)
+    mta = encode(bench.workload.mta_events, MTA_EVENT)
+    scenarios = {"before": replace(SCENARIOS[0], source=baseline.resolve()), "after": SCENARIOS[0]}
+    runs: list[dict[str, Any]] = []
+    for index in range(rounds):
+        round_runs = {"limit": run_raw(bench, deliveries, mta)}
+        for name in ("before", "after") if index % 2 == 0 else ("after", "before"):
+            round_runs[name] = run_service(bench, scenarios[name], deliveries, mta, timeout_s)
+        print(json.dumps({name: run["events_per_s"] for name, run in round_runs.items()}), flush=True)
+        runs.append(round_runs)
+    return {"baseline": str(baseline), "baseline_commit": _commit(baseline), "rounds": runs}
+
+
+def _compare_lines(compare: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"Before ({compare['baseline']}, commit {compare['baseline_commit']}) and after (this tree), the default "
+        "scenario, alternating, each round beside the limit (events/s; events per CPU s):",
+        "",
+        "| round | limit | before | after | before / limit | after / limit | after / before |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ratios: dict[str, list[float]] = {"before": [], "after": [], "gain": []}
+    for index, runs in enumerate(compare["rounds"], 1):
+        limit, before, after = (runs[name]["events_per_s"] or 0 for name in ("limit", "before", "after"))
+        cpu = {name: f"{runs[name]['events'] / runs[name]['cpu_seconds']:,.0f}" for name in ("before", "after")}
+        if not (limit and before and after):
+            lines.append(f"| {index} | {limit:,.0f} | {before:,.0f} | {after:,.0f} | - | - | - |")
+            continue
+        ratios["before"].append(before / limit)
+        ratios["after"].append(after / limit)
+        ratios["gain"].append(after / before)
+        lines.append(
+            f"| {index} | {limit:,.0f} | {before:,.0f}; {cpu['before']} | {after:,.0f}; {cpu['after']} | "
+            f"{before / limit:.2f} | {after / limit:.2f} | {after / before:.2f} |"
+        )
+    if ratios["gain"]:
+        medians = {name: sorted(values)[len(values) // 2] for name, values in ratios.items()}
+        lines.append(f"| median | | | | {medians['before']:.2f} | {medians['after']:.2f} | {medians['gain']:.2f} |")
+    return lines
+
+
+def _commit(tree: Path) -> str:
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
+    return found.stdout.strip() or "unknown"
 
 
 class _Existing:
