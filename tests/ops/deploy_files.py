@@ -52,19 +52,21 @@ def dashboard() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
 
 
-def dashboard_exprs() -> list[str]:
-    return [target["expr"] for panel in dashboard()["panels"] for target in panel["targets"]]
+def dashboard_exprs(title_prefixes: tuple[str, ...] = ("",)) -> list[str]:
+    """The queries of the panels whose titles begin so (every panel's by default)."""
+    panels = [panel for panel in dashboard()["panels"] if panel["title"].startswith(title_prefixes)]
+    return [target["expr"] for panel in panels for target in panel["targets"]]
 
 
 def dashboard_variables() -> dict[str, dict[str, Any]]:
     return {variable["name"]: variable for variable in dashboard()["templating"]["list"]}
 
 
-def interpolate(expr: str, rate_interval: str) -> str:
-    """The query Grafana sends with the variables at their defaults: the compose job, all instances, and a text
-    variable's own default."""
-    texts = {name: v["query"] for name, v in dashboard_variables().items() if v["type"] == "textbox"}
-    values = {**texts, "__rate_interval": rate_interval, "job": scrape_job()["job_name"], "instance": ".+"}
+def interpolate(expr: str, rate_interval: str, **texts: str) -> str:
+    """The query Grafana sends with the variables at their defaults (the compose job, all instances, a text
+    variable's own default unless given in `texts`)."""
+    defaults = {name: v["query"] for name, v in dashboard_variables().items() if v["type"] == "textbox"}
+    values = {**defaults, **texts, "__rate_interval": rate_interval, "job": scrape_job()["job_name"], "instance": ".+"}
     unknown = set(_VARIABLE.findall(expr)) - values.keys()
     assert not unknown, f"{expr} uses variables the dashboard does not define: {sorted(unknown)}"
     return _VARIABLE.sub(lambda match: values[match.group(1)], expr)

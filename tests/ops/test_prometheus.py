@@ -24,11 +24,14 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from consumer.cli.workload import WorkloadSpec, generate
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import MTA_EVENT
+from consumer.kafka.admin import ensure_topics
 from tests import samples
+from tests.core.builders import mta
 from tests.ops.deploy_files import (
     alert_groups,
     alert_rules,
@@ -159,10 +162,11 @@ class Stack:
 def stack(kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("prometheus")
     pipeline = Pipeline(kafka.bootstrap_servers, workdir)
+    ensure_topics(AdminClient({"bootstrap.servers": kafka.bootstrap_servers}), pipeline.topics, 4, quarantine=True)
     ports = {"a": free_port(), "b": free_port()}
     with contextlib.ExitStack() as cleanup:  # unwinds in reverse: Prometheus first, then each instance
         for name, port in ports.items():
-            cleanup.callback(stop, pipeline.start(name, http_port=port))
+            cleanup.callback(stop, pipeline.start(name, http_port=port, quarantine=True))
         targets = [f"127.0.0.1:{port}" for port in ports.values()]
         prometheus = cleanup.enter_context(running_prometheus(workdir, targets))
         for port in ports.values():
@@ -178,7 +182,8 @@ def test_series_add_up_to_a_known_workload(stack: Stack):
     topics = pipeline.topics
     expected = {
         'count(up{job="sendtrack"} == 1)': 2.0,
-        "sum(sendtrack_assigned_partitions)": float(pipeline.partitions),
+        'sum(sendtrack_assigned_partitions{stage="delivery"})': float(pipeline.partitions),
+        'sum(sendtrack_assigned_partitions{stage="quarantine"})': float(pipeline.partitions),
         f'sum(sendtrack_events_total{{topic="{topics.deliveries}"}})': float(len(workload.delivery_events)),
         f'sum(sendtrack_events_total{{topic="{topics.mta_events}"}})': float(len(workload.mta_events)),
         "count(sum by (instance) (sendtrack_events_total) > 0)": 2.0,  # both instances took part
@@ -249,6 +254,44 @@ def test_input_held_behind_an_open_transaction_fires_the_lag_alert(stack: Stack)
         assert not prometheus.alerts(LAG_ALERT)
 
     eventually(resolved)
+
+
+def test_quarantine_series_add_up_and_fill_its_panels(stack: Stack):
+    """MTA events naming addresses: the signals the delivery stage published, what the quarantine stage applied and
+    published, its statuses and its lag are the series the quarantine panels query."""
+    pipeline, prometheus = stack.pipeline, stack.prometheus
+    now = int(time.time() * 1000)
+    events = [
+        mta("q1", "m1", "HARD_BOUNCE", at=now - 5_000, reason="user_unknown", address="hard@example.com"),
+        mta("q1", "m2", "DELIVERED", at=now - 5_000, address="reader@example.com"),
+        mta("q1", "m3", "SOFT_BOUNCE", at=now - 5_000, reason="mailbox_full", address="full@example.com"),
+        mta("q1", "m4", "COMPLAINT", at=now - 5_000, address="angry@example.com"),
+    ]
+    pipeline.produce_events(pipeline.topics.mta_events, MTA_EVENT, events)
+    signals = {"HARD_ERROR": 1.0, "DELIVERED": 1.0, "SOFT_ERROR": 1.0, "COMPLAINT": 1.0}
+    expected = {f'sum(sendtrack_address_signals_total{{kind="{kind}"}})': n for kind, n in signals.items()}
+    expected |= {f'sum(sendtrack_quarantine_signals_total{{kind="{kind}", outcome="applied"}})': n
+                 for kind, n in signals.items()}  # fmt: skip
+    statuses = {"QUARANTINED": 1.0, "VALID": 1.0, "ERRONEOUS": 1.0, "DENYLISTED": 1.0}
+    expected |= {f'sum(sendtrack_quarantine_addresses{{status="{status}"}})': n for status, n in statuses.items()}
+    expected |= {f'sum(sendtrack_quarantine_transitions_total{{from_status="NONE", to_status="{status}"}})': n
+                 for status, n in statuses.items()}  # fmt: skip
+    signals_topic = pipeline.topics.address_signals
+    expected[f'count(sendtrack_consumer_lag{{topic="{signals_topic}"}})'] = float(pipeline.partitions)
+
+    def series_match() -> None:
+        assert {expr: prometheus.value(expr) for expr in expected} == expected
+        published = len(pipeline.read_all(pipeline.topics.address_quarantine))
+        assert prometheus.value('sum(sendtrack_quarantine_records_published_total{record="status"})') == published
+
+    eventually(series_match, timeout_s=60)
+
+    def panels_filled() -> None:  # a rate needs two samples of a series in its window
+        for expr in dashboard_exprs(("Quarantine", "Address signals")):
+            query = interpolate(expr, RATE_INTERVAL, signals_topic=signals_topic)
+            assert prometheus.get("query", query=query)["result"], f"{query} yields no series"
+
+    eventually(panels_filled)
 
 
 def test_dashboard_variables_and_queries_work_on_the_live_series(stack: Stack):
