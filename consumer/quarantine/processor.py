@@ -71,25 +71,26 @@ class QuarantineProcessor:
         """Apply a batch of (address, signal); a FORGET erases its address. now_ms, the wall clock, caps how far
         event times move the clock, as in the core: a future-dated signal is applied but cannot end a window early."""
         newest = self._time
+        touched: dict[str, AddressState] = {}  # staged once, at the batch's end: one deadline per address
         for index, (address, signal) in enumerate(signals):
             try:
-                self._apply(address, signal)
+                if signal.kind == FORGET:  # a command, not part of the address's history
+                    if address in touched:
+                        self._file(touched.pop(address))
+                    self._out.outcomes[FORGET, APPLIED if self.forget(address) else DUPLICATE] += 1
+                    continue
+                state = touched.get(address) or self._book.get(address) or AddressState.new(address, self.limits)
+                outcome = state.apply(signal, self.rules, self.limits)
             except Exception as exc:
                 raise ApplyFailed(index, signal) from exc
-            if signal.kind != FORGET:  # a command, not part of the address's history
-                newest = max(newest, signal.occurred_at)
+            touched[address] = state
+            self._out.outcomes[signal.kind, outcome] += 1
+            if outcome != DUPLICATE:
+                self._dirty.add(address)
+            newest = max(newest, signal.occurred_at)
+        for state in touched.values():
+            self._file(state)
         self.advance_clock(newest if now_ms is None else min(newest, max(now_ms, self._time)))
-
-    def _apply(self, address: str, signal: Signal) -> None:
-        if signal.kind == FORGET:
-            self._out.outcomes[FORGET, APPLIED if self.forget(address) else DUPLICATE] += 1
-            return
-        state = self._book.get(address) or AddressState.new(address, self.limits)
-        outcome = state.apply(signal, self.rules, self.limits)
-        self._book.put(state, self._deadline(state))
-        self._out.outcomes[signal.kind, outcome] += 1
-        if outcome != DUPLICATE:
-            self._dirty.add(address)
 
     def advance_clock(self, now_ms: int) -> None:
         """Move time forward: statuses time changes (a counter reset, a mailbox_full release) are republished, and
@@ -107,7 +108,7 @@ class QuarantineProcessor:
                 continue
             if state.published is not None and state.status(now_ms, self.rules).status != state.published:
                 self._dirty.add(address)
-            self._book.put(state, self._deadline(state))
+            self._file(state)
 
     def forget(self, address: str) -> bool:
         """Erase an address (`sendtrack quarantine forget`): its state goes, its record becomes a tombstone. A signal
@@ -136,9 +137,13 @@ class QuarantineProcessor:
             if record["status"] != state.published:
                 out.transitions[state.published, record["status"]] += 1
                 state.published = record["status"]
-                self._book.put(state, self._deadline(state))
+                self._file(state)
         self._dirty.clear()
         return out
+
+    def _file(self, state: AddressState) -> None:
+        """Stage the state, filed in the deadline index."""
+        self._book.put(state, self._deadline(state))
 
     def _deadline(self, state: AddressState) -> int | None:
         """When the clock must next look at the address: its next change by time, else when it has nothing to
