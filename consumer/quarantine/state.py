@@ -70,6 +70,9 @@ class AddressState:
     pending: dict[str, Signal] = field(default_factory=dict)  # rule signals from base_before on, by event id
     last_seen: int | None = None  # the newest event time of any signal
     published: str | None = None  # the status last published, so transitions are counted once each
+    # The fold of base and pending, kept until the next signal: a checkpoint asks for it several times (the deadline,
+    # the status record, whether it is forgettable), each a fold of up to max_facts signals otherwise.
+    _folded: tuple[Rules, Standing] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def new(cls, address: str, limits: Limits) -> AddressState:
@@ -77,6 +80,7 @@ class AddressState:
 
     def apply(self, signal: Signal, rules: Rules, limits: Limits) -> str:
         """Take one signal: APPLIED, DUPLICATE or LATE (LATE may still have added it to the recipient history)."""
+        self._folded = None
         history_changed = self.history.add(signal)
         outcome = self._learn(signal) if signal.kind in RULE_KINDS else DUPLICATE
         newer = self.last_seen is None or signal.occurred_at > self.last_seen
@@ -87,7 +91,9 @@ class AddressState:
         return APPLIED if outcome == DUPLICATE and history_changed else outcome
 
     def standing(self, rules: Rules) -> Standing:
-        return fold(self.pending.values(), self.base, rules)
+        if self._folded is None or self._folded[0] is not rules:
+            self._folded = (rules, fold(self.pending.values(), self.base, rules))
+        return self._folded[1]
 
     def status(self, now: int, rules: Rules) -> AddressStatus:
         return status_of(self.standing(rules), now, rules)
