@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from consumer.core.events import ENGAGED, Fact
+from consumer.core.events import DELIVERY_PROOF, ENGAGED, Fact
 from consumer.core.status import PENDING, message_status
 from consumer.quarantine.signals import MESSAGE_FACTS, Signal
 
 # As plain ints: an IntFlag operation costs about ten times an int's, and each status record asks it of 100 messages.
 _ENGAGED = int(ENGAGED)
 _CLICK = int(Fact.CLICK)
+_SETTLED = DELIVERY_PROOF | int(Fact.HARD_BOUNCE)  # as rules.SETTLING_KINDS: no validity-end failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,10 @@ class RecipientHistory:
             del self.entries[oldest.delivery_id, oldest.message_id]
         self.entries[key] = new
         return True
+
+    def settled(self) -> set[tuple[str, str]]:
+        """The messages delivered (an open or a click proves it) or hard-bounced."""
+        return {key for key, entry in self.entries.items() if entry.facts & _SETTLED}
 
     def latest(self) -> list[MessageEntry]:
         """Newest first."""

@@ -11,15 +11,17 @@ still placed exactly (`absorb_late`): the earliest latching signal after the lat
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from consumer.core.status import UNKNOWN_REASON, kpi_reason
 from consumer.quarantine.signals import (
+    CLICK,
     COMPLAINT,
     DELIVERED,
     HARD_ERROR,
+    OPEN,
     RELEASE,
     SOFT_ERROR,
     VALIDITY_END_FAILURE,
@@ -57,6 +59,11 @@ DECIDING_RULES = (
 MAILBOX_FULL = "mailbox_full"  # one of the core's PLATFORM_REASONS
 COMPLAINT_REASON = "complaint"
 COUNTED_KINDS = frozenset({SOFT_ERROR, VALIDITY_END_FAILURE})
+# A message with one of these did not fail for want of a successful retry, as the delivery core judges it: delivered
+# (an open or a click proves it too) or hard-bounced (a hard error counts for itself).
+SETTLING_KINDS = frozenset({DELIVERED, OPEN, CLICK, HARD_ERROR})
+
+MessageKey = tuple[str | None, str | None]  # (delivery_id, message_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +204,18 @@ def absorb_late(standing: Standing, signal: Signal) -> Standing | None:
     return _latch(standing, signal)
 
 
+def settled_messages(signals: Iterable[Signal]) -> set[MessageKey]:
+    return {(s.delivery_id, s.message_id) for s in signals if s.kind in SETTLING_KINDS}
+
+
+def without_void_failures(signals: Iterable[Signal], settled: Collection[MessageKey]) -> list[Signal]:
+    """The signals the rules count: a validity-end failure of a message that `settled` says was delivered or
+    hard-bounced is void. The delivery stage tells the failure when its clock passes the validity end; reading a
+    backlog or a replay, that clock is past the end before the retry's success, dated earlier, is read, so the
+    failure can come first. Voiding it whichever arrives first keeps the answer independent of the reading order."""
+    return [s for s in signals if s.kind != VALIDITY_END_FAILURE or (s.delivery_id, s.message_id) not in settled]
+
+
 def fold(signals: Iterable[Signal], start: Standing | None = None, rules: Rules | None = None) -> Standing:
     rules = rules or Rules()
     standing = start or Standing()
@@ -228,7 +247,7 @@ def next_change_at(standing: Standing, rules: Rules) -> int | None:
 
 def evaluate(signals: Iterable[Signal], now: int, rules: Rules | None = None) -> AddressStatus:
     """The status of a whole history at `now`: what incremental application must always agree with. An event id
-    names one event, so a repeated id is one signal."""
+    names one event, so a repeated id is one signal; a settled message's validity-end failure is void."""
     rules = rules or Rules()
-    unique = {signal.event_id: signal for signal in signals}
-    return status_of(fold(unique.values(), rules=rules), now, rules)
+    unique = {signal.event_id: signal for signal in signals}.values()
+    return status_of(fold(without_void_failures(unique, settled_messages(unique)), rules=rules), now, rules)

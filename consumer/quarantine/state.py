@@ -9,6 +9,7 @@ messages, whatever the input.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from consumer.quarantine.history import RecipientHistory
@@ -22,6 +23,7 @@ from consumer.quarantine.rules import (
     fold,
     next_change_at,
     status_of,
+    without_void_failures,
 )
 from consumer.quarantine.signals import (
     COMPLAINT,
@@ -92,7 +94,7 @@ class AddressState:
 
     def standing(self, rules: Rules) -> Standing:
         if self._folded is None or self._folded[0] is not rules:
-            self._folded = (rules, fold(self.pending.values(), self.base, rules))
+            self._folded = (rules, fold(self._counted(self.pending.values()), self.base, rules))
         return self._folded[1]
 
     def status(self, now: int, rules: Rules) -> AddressStatus:
@@ -106,6 +108,12 @@ class AddressState:
         an error counter until it resets). The recipient history goes with it."""
         idle = self.last_seen is None or now - self.last_seen >= limits.idle_after_ms
         return idle and self.status(now, rules).status == VALID
+
+    def _counted(self, signals: Iterable[Signal]) -> list[Signal]:
+        """What the rules fold: a validity-end failure is void once the recipient history shows its message delivered
+        or hard-bounced (rules.without_void_failures). A failure folded into base before that is not undone: past
+        the horizon, or for a message pushed out of the history."""
+        return without_void_failures(signals, self.history.settled())
 
     def _learn(self, signal: Signal) -> str:
         if self.base_before is not None and signal.order < self.base_before:
@@ -135,7 +143,7 @@ class AddressState:
             return
         due = [s for s in ordered if s.order < bound]
         if due:
-            self.base = fold(due, self.base, rules)
+            self.base = fold(self._counted(due), self.base, rules)
             for signal in due:
                 del self.pending[signal.event_id]
         self.base_before = bound

@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from consumer.quarantine.records import status_record
 from consumer.quarantine.rules import DAY_MS, Rules, evaluate
-from consumer.quarantine.signals import COMPLAINT, HARD_ERROR, SIGNAL_KINDS, SOFT_ERROR, Signal
+from consumer.quarantine.signals import (
+    COMPLAINT,
+    HARD_ERROR,
+    SIGNAL_KINDS,
+    SOFT_ERROR,
+    VALIDITY_END_FAILURE,
+    Signal,
+)
 from consumer.quarantine.state import AddressState, Limits
 
 RULES = Rules()
@@ -18,11 +25,13 @@ REASONS = st.sampled_from((None, "mailbox_full", "mailbox_full", "unreachable", 
 
 
 @st.composite
-def histories(draw: st.DrawFn, span_ms: int, max_size: int, messages: int = 6) -> list[Signal]:
+def histories(
+    draw: st.DrawFn, span_ms: int, max_size: int, messages: int = 6, kinds: st.SearchStrategy[str] = KINDS
+) -> list[Signal]:
     size = draw(st.integers(0, max_size))
     out = []
     for i in range(size):
-        kind = draw(KINDS)
+        kind = draw(kinds)
         at = draw(st.integers(0, span_ms))
         if kind == "RELEASE":
             out.append(Signal(f"e{i}", kind, at, actor="ops"))
@@ -68,7 +77,11 @@ def test_incremental_application_equals_whole_history_evaluation(signals, data, 
 
 
 SMALL = Limits(horizon_ms=5 * DAY_MS, max_facts=8, history_size=5)
-long_histories = histories(span_ms=400 * DAY_MS, max_size=300, messages=40)
+# Without validity-end failures: one is void when its message is delivered or hard-bounced, which the state can tell
+# only within the horizon and the recipient history (test_a_settled_message_s_validity_end_failure_is_void_...).
+long_histories = histories(
+    span_ms=400 * DAY_MS, max_size=300, messages=40, kinds=KINDS.filter(lambda kind: kind != VALIDITY_END_FAILURE)
+)
 
 
 @settings(max_examples=150, deadline=None)

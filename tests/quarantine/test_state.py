@@ -13,8 +13,18 @@ from consumer.quarantine.rules import (
     QUARANTINED,
     VALID,
     Rules,
+    evaluate,
 )
-from consumer.quarantine.signals import CLICK, DELIVERED, HARD_ERROR, OPEN, SIGNAL_KINDS, SOFT_ERROR, Signal
+from consumer.quarantine.signals import (
+    CLICK,
+    DELIVERED,
+    HARD_ERROR,
+    OPEN,
+    SIGNAL_KINDS,
+    SOFT_ERROR,
+    VALIDITY_END_FAILURE,
+    Signal,
+)
 from consumer.quarantine.state import APPLIED, DUPLICATE, LATE, AddressState, Limits
 from tests.quarantine.builders import new_processor, sig
 
@@ -132,3 +142,29 @@ def test_signals_sharing_a_millisecond_past_max_facts_are_not_late_in_order():
     signals = [Signal(f"e{i}", HARD_ERROR, 0, "d1", "m0") for i in range(4)] + [Signal("e9", SOFT_ERROR, 0, "d1", "m0")]
     assert [state.apply(s, RULES, limits) for s in signals] == [APPLIED] * 5
     assert state.status(0, RULES).error_count == 1
+
+
+def _apply(signals: list[Signal]) -> AddressState:
+    state = AddressState.new("a@example.com", Limits())
+    for signal in signals:
+        state.apply(signal, Rules(), Limits())
+    return state
+
+
+def test_a_settled_message_s_validity_end_failure_is_void_whichever_arrives_first() -> None:
+    # Read from a backlog, the delivery stage's clock passes the validity end before the retry's success (dated
+    # earlier) is read: its failure comes first. The address must end as if it had never come.
+    soft = sig(SOFT_ERROR, 0, "unreachable", message="m", event_id="soft")
+    for settling in (DELIVERED, OPEN, HARD_ERROR):
+        success = sig(settling, 0.1, "user_unknown" if settling == HARD_ERROR else None, message="m", event_id="ok")
+        failure = sig(VALIDITY_END_FAILURE, 7, "unreachable", message="m", event_id="validity-end:d1/m")
+        clean = _apply([soft, success]).status(20 * DAY_MS, Rules())
+        assert _apply([soft, failure, success]).status(20 * DAY_MS, Rules()) == clean
+        assert _apply([failure, success, soft]).status(20 * DAY_MS, Rules()) == clean
+        assert evaluate([soft, failure, success], 20 * DAY_MS) == clean
+
+
+def test_another_message_s_success_does_not_void_a_failure() -> None:
+    failure = sig(VALIDITY_END_FAILURE, 7, "unreachable", message="m1")
+    state = _apply([failure, sig(DELIVERED, 6, message="m2")])
+    assert state.status(7 * DAY_MS, Rules()).error_count == 1
