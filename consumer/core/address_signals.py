@@ -33,6 +33,12 @@ _RETRIED = _SOFT | _EXHAUSTED
 _SUCCEEDED_OR_HARD = int(Fact.HARD_BOUNCE) | DELIVERY_PROOF
 
 
+def normal_address(address: str) -> str:
+    """The form an address is keyed by: trimmed and case-folded, so `Jane@Example.com` and `jane@example.com` share
+    one quarantine (mail systems treat the domain so, and in practice the local part too)."""
+    return address.strip().lower()
+
+
 def address_of(event: Event) -> str | None:
     """The event's recipient address, or None if it names none (absent, empty, or only blanks)."""
     address = event.get("address")

@@ -10,11 +10,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.schemas import ADDRESS_SIGNAL, DELIVERY_KPI, SENDING_LOG
+from consumer.core.address_signals import normal_address
 from consumer.core.delivery import DeliveryState
 from consumer.core.events import DELIVERY_EVENT_TYPES
 from consumer.core.processor import Output, kpi_record
@@ -25,13 +26,10 @@ from consumer.delivery.merge import merge
 from consumer.delivery.partition import PartitionRuntime
 from consumer.delivery.view import leftovers_of_archived
 from consumer.kafka import admin as topic_admin
-from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import ANY_PARTITION, OutputProducer
 from consumer.ops.metrics import Metrics, Tally
-from consumer.quarantine.signals import normal_address
-from consumer.runtime.changelogs import ChangelogStores, Restored, StagedChanges, StoreSpec
+from consumer.runtime.changelogs import ChangelogStage, ChangelogStores, Restored, StagedChanges, StoreSpec
 from consumer.runtime.dead_letters import DeadLetters
-from consumer.runtime.errors import StartupError
 from consumer.runtime.settings import Settings
 from consumer.runtime.stage import Beat, Coordinates, PartitionWork
 from consumer.runtime.stores import DEFAULT_STORE, StoreFactory
@@ -44,7 +42,7 @@ class _Staged:
     output: Output
 
 
-class DeliveryStage:
+class DeliveryStage(ChangelogStage):
     name = "delivery"
 
     def __init__(self, settings: Settings, metrics: Metrics, log: Any) -> None:
@@ -73,24 +71,8 @@ class DeliveryStage:
         self._lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        self._changelogs.prepare()
-
-    def start(self, base_config: dict[str, Any]) -> None:
-        try:
-            topic_admin.check_copartitioned(AdminClient(base_config), self._topics)
-        except topic_admin.TopicLayoutError as exc:
-            raise StartupError(str(exc)) from None
-        self.use_reader(Consumer(kafka_config.reader_config(base_config, self.restore_group, reset="error")))
-
-    @property
-    def restore_group(self) -> str:
-        """The changelog reader's: never joined, only looked up (DESCRIBE)."""
-        return f"{self.group_id}.restore"
-
-    def use_reader(self, reader: Consumer) -> None:
-        """The consumer that reads the changelog on restore (start() makes a real one; tests may pass fakes)."""
-        self._changelogs.use_reader(reader)
+    def check_layout(self, admin: AdminClient) -> None:
+        topic_admin.check_copartitioned(admin, self._topics)
 
     def attach(self, producer: OutputProducer, dead_letters: DeadLetters) -> None:
         self._producer = producer
@@ -103,9 +85,6 @@ class DeliveryStage:
             self._produce_applied,
             self.poison,
         )
-
-    def stop(self) -> None:
-        self._changelogs.stop()
 
     # -- partitions --------------------------------------------------------------------------------------------
     def open(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The key of an address: defined beside the signals the delivery core makes, re-exported for the quarantine's users.
+from consumer.core.address_signals import normal_address as normal_address
 from consumer.core.events import Fact
 
 HARD_ERROR = "HARD_ERROR"
@@ -44,12 +46,6 @@ MESSAGE_FACTS: dict[str, int] = {
     CLICK: int(Fact.CLICK),
     COMPLAINT: int(Fact.COMPLAINT),
 }
-
-
-def normal_address(address: str) -> str:
-    """The form an address is keyed by: trimmed and case-folded, so `Jane@Example.com` and `jane@example.com` share
-    one quarantine (mail systems treat the domain so, and in practice the local part too)."""
-    return address.strip().lower()
 
 
 @dataclass(frozen=True, slots=True)

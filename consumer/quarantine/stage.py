@@ -16,14 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 
 from consumer.codec.avro import AvroCodec
 from consumer.codec.errors import InvalidEvent, ProcessingError
 from consumer.codec.schemas import ADDRESS_SIGNAL, ADDRESS_STATUS
 from consumer.kafka import admin as topic_admin
-from consumer.kafka import config as kafka_config
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.metrics import Metrics, Tally
 from consumer.quarantine.intake import check_signal
@@ -36,9 +35,8 @@ from consumer.quarantine.signals import FORGET, Signal, normal_address
 from consumer.quarantine.state import Limits
 from consumer.quarantine.state_codec import CLOCK, address_key, decode_address
 from consumer.quarantine.view import committed_status_counts
-from consumer.runtime.changelogs import ChangelogStores, StagedChanges, StoreSpec
+from consumer.runtime.changelogs import ChangelogStage, ChangelogStores, StagedChanges, StoreSpec
 from consumer.runtime.dead_letters import DeadLetters
-from consumer.runtime.errors import StartupError
 from consumer.runtime.settings import Settings
 from consumer.runtime.stage import Beat, Coordinates, PartitionWork, PoisonRecord
 from consumer.runtime.stores import StoreFactory
@@ -73,7 +71,7 @@ class _Batch:
     done: dict[str, int]  # topic -> next offset, once the batch is applied
 
 
-class QuarantineStage:
+class QuarantineStage(ChangelogStage):
     name = "quarantine"
 
     def __init__(self, settings: Settings, metrics: Metrics, log: Any) -> None:
@@ -104,32 +102,13 @@ class QuarantineStage:
         self._counts: dict[int, dict[str, int]] = {}  # addresses by status per owned partition, as committed
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        self._changelogs.prepare()
-
-    def start(self, base_config: dict[str, Any]) -> None:
-        try:
-            # The dead-letter topic too: a dead letter keeps its input's partition number.
-            topic_admin.check_same_partitions(AdminClient(base_config), (*self._topics.quarantine, self._topics.dlq))
-        except topic_admin.TopicLayoutError as exc:
-            raise StartupError(str(exc)) from None
-        self.use_reader(Consumer(kafka_config.reader_config(base_config, self.restore_group, reset="error")))
-
-    @property
-    def restore_group(self) -> str:
-        """The changelog reader's: never joined, only looked up (DESCRIBE)."""
-        return f"{self.group_id}.restore"
-
-    def use_reader(self, reader: Consumer) -> None:
-        """The consumer that reads the changelog on restore (start() makes a real one; tests may pass fakes)."""
-        self._changelogs.use_reader(reader)
+    def check_layout(self, admin: AdminClient) -> None:
+        # The dead-letter topic too: a dead letter keeps its input's partition number.
+        topic_admin.check_same_partitions(admin, (*self._topics.quarantine, self._topics.dlq))
 
     def attach(self, producer: OutputProducer, dead_letters: DeadLetters) -> None:
         self._producer = producer
         self._dead_letters = dead_letters
-
-    def stop(self) -> None:
-        self._changelogs.stop()
 
     # -- partitions --------------------------------------------------------------------------------------------------
     def open(

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka.admin import AdminClient
 
+from consumer.kafka.admin import TopicLayoutError
+from consumer.kafka.config import reader_config
 from consumer.kafka.producer import OutputProducer
 from consumer.ops.metrics import Metrics
-from consumer.runtime.errors import StateFailed
+from consumer.runtime.errors import StartupError, StateFailed
 from consumer.runtime.recovery import ChangelogMismatch, RestoreResult, restore
 from consumer.runtime.stage import Beat
 from consumer.runtime.stores import DEFAULT_STORE, StoreFactory
@@ -190,3 +193,38 @@ class ChangelogStores:
                 offsets[PERSISTED_AT] = int(self._clock() * 1000)
             if changes or offsets:
                 store.write(changes, offsets)
+
+
+class ChangelogStage:
+    """The lifecycle every stage with named stores shares: the stores' preparation, a start that checks the stage's
+    topic layout and makes the changelog reader, and its stop. A stage sets `group_id` and `_changelogs` and says
+    what its layout must be (check_layout)."""
+
+    group_id: str
+    _changelogs: ChangelogStores
+
+    def prepare(self) -> None:
+        self._changelogs.prepare()
+
+    def start(self, base_config: dict[str, Any]) -> None:
+        try:
+            self.check_layout(AdminClient(base_config))
+        except TopicLayoutError as exc:
+            raise StartupError(str(exc)) from None
+        self.use_reader(Consumer(reader_config(base_config, self.restore_group, reset="error")))
+
+    def check_layout(self, admin: AdminClient) -> None:
+        """Raise TopicLayoutError unless the stage's topics are there and partitioned as its state needs."""
+        raise NotImplementedError
+
+    @property
+    def restore_group(self) -> str:
+        """The changelog reader's: never joined, only looked up (DESCRIBE)."""
+        return f"{self.group_id}.restore"
+
+    def use_reader(self, reader: Consumer) -> None:
+        """The consumer that reads the changelogs on restore (start() makes a real one; tests may pass fakes)."""
+        self._changelogs.use_reader(reader)
+
+    def stop(self) -> None:
+        self._changelogs.stop()
