@@ -19,6 +19,7 @@ import platform
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -809,7 +810,7 @@ def _compare_lines(compare: dict[str, Any]) -> list[str]:
             f"{before / limit:.2f} | {after / limit:.2f} | {after / before:.2f} |"
         )
     if ratios["gain"]:
-        medians = {name: sorted(values)[len(values) // 2] for name, values in ratios.items()}
+        medians = {name: statistics.median(values) for name, values in ratios.items()}
         lines.append(f"| median | | | | {medians['before']:.2f} | {medians['after']:.2f} | {medians['gain']:.2f} |")
     return lines
 
