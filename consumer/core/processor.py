@@ -280,10 +280,12 @@ class PartitionProcessor:
         self._sync_final(delivery)
 
     def _apply_mta(self, event: Event) -> None:
-        if self._refused_as_archived(event):
-            return
         delivery_id = event["delivery_id"]
-        delivery = self._delivery_for(delivery_id)
+        delivery = self._deliveries.get(delivery_id)
+        if delivery is None or delivery.archived:  # a live delivery, the usual case, needs no look at the archive
+            if self._refused_as_archived(event):
+                return
+            delivery = self._delivery_for(delivery_id)
         kind = event["type"]
         self._see_event_time(delivery, event["occurred_at"])
         out = self._out
