@@ -541,6 +541,19 @@ def _with_addresses(kafka: Secured, workdir: Path) -> Pipeline:
     return pipeline
 
 
+def _quarantine_partitions_owned(ports: Iterable[int], wanted: int, timeout_s: float = 30.0) -> float:
+    """The quarantine partitions the instances own between them, once all `wanted` are (or at the deadline): a
+    rebalance still settling (the second instance joined while the first was already working) owns fewer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metrics = [http_get(port, "/metrics")[1].decode() for port in ports]
+        owned = [re.search(r'sendtrack_assigned_partitions\{stage="quarantine"\} (\S+)', m) for m in metrics]
+        total = sum(float(found.group(1)) for found in owned if found)
+        if total == wanted or time.monotonic() > deadline:
+            return total
+        time.sleep(0.5)
+
+
 def test_run_quarantine_with_exactly_the_readme_acls(sasl: Secured, tmp_path: Path) -> None:
     """Two instances, both stages: the delivery stage's signals reach the quarantine stage, whose statuses reach
     address.quarantine; the view's address page, asked of the owner and of the other instance (which looks the owner
@@ -569,9 +582,8 @@ def test_run_quarantine_with_exactly_the_readme_acls(sasl: Secured, tmp_path: Pa
         _view(ports["b"], "/api/addresses/release", held)
         released = expected | {"hard@example.com": "VALID"}
         assert _wait_for_statuses(pipeline, released, instances) == released
+        assert _quarantine_partitions_owned(ports.values(), pipeline.partitions) == pipeline.partitions
         metrics = [http_get(port, "/metrics")[1].decode() for port in ports.values()]
-        owned = [re.search(r'sendtrack_assigned_partitions\{stage="quarantine"\} (\S+)', m) for m in metrics]
-        assert sum(float(found.group(1)) for found in owned if found) == pipeline.partitions
         for instance in instances:
             assert stop(instance) == 0
     finally:
