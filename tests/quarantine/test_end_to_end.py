@@ -204,7 +204,11 @@ def expected_topic(records: list[dict[str, Any]], now: int) -> dict[str, dict[st
     return latest
 
 
-@pytest.mark.parametrize(("store", "guarantee"), [("rocksdb", "exactly-once"), ("memory", "at-least-once")])
+# The default pair in CI; the memory store with at-least-once in the long runs (pytest -m long), keeping CI short.
+@pytest.mark.parametrize(
+    ("store", "guarantee"),
+    [("rocksdb", "exactly-once"), pytest.param("memory", "at-least-once", marks=pytest.mark.long)],
+)
 def test_kill_minus_nine_at_random_moments_changes_nothing(kafka, tmp_path, store, guarantee):
     now = int(time.time() * 1000)
     records = random_signals(seed=11, addresses=300, count=8_000, now=now)

@@ -24,7 +24,12 @@ from typing import Any
 from consumer.kafka.brokers import KINDS, dev_broker
 
 HERE = Path(__file__).parent
-SUITE = ["tests/reliability", "tests/delivery/test_fuzz_loop.py", "tests/runtime/test_resilience.py"]
+SUITE = [
+    "tests/reliability",
+    "tests/delivery/test_fuzz_loop.py",
+    "tests/runtime/test_resilience.py",
+    "tests/quarantine/test_end_to_end.py",
+]
 TITLES = {
     "fuzz_loop": "Fuzzed input through the processing loop",
     "network_cut_and_stall": "Connection cuts, then a stall",
