@@ -37,36 +37,7 @@ from consumer.codec.schemas import DELIVERY_EVENT, DELIVERY_KPI, MTA_EVENT
 from consumer.kafka.topics import Topics
 from consumer.runtime.settings import Settings
 from consumer.runtime.stores import StoreFactory
-
-
-class _Message:
-    """What the stage reads of a consumed record."""
-
-    __slots__ = ("_key", "_offset", "_partition", "_topic", "_value")
-
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        self._topic, self._partition, self._offset, self._key, self._value = topic, partition, offset, key, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-    def error(self) -> None:
-        return None
+from tests.runtime.fakes import FakeMessage
 
 
 class _NullProducer:
@@ -79,7 +50,7 @@ class _NullProducer:
         self.records = 0
         self.kept: dict[bytes, bytes] = {}
         self._kept_topic = kept_topic
-        self._reports: list[tuple[Any, _Message]] = []
+        self._reports: list[tuple[Any, FakeMessage]] = []
         self._next = itertools.count()
 
     def produce(self, topic, value, key, partition, headers=None, on_delivery=None) -> None:
@@ -87,7 +58,7 @@ class _NullProducer:
         if topic == self._kept_topic:
             self.kept[key] = value
         if on_delivery is not None:
-            self._reports.append((on_delivery, _Message(topic, partition, next(self._next), key, value)))
+            self._reports.append((on_delivery, FakeMessage(topic, partition, next(self._next), key, value)))
 
     def produce_many(self, topic, records, partition, headers=None) -> None:
         self.records += sum(1 for _ in records)
@@ -112,7 +83,7 @@ class _NullConsumer:
         return None
 
 
-def polls(spec: WorkloadSpec, topics: Topics, partitions: int, batch: int) -> list[list[_Message]]:
+def polls(spec: WorkloadSpec, topics: Topics, partitions: int, batch: int) -> list[list[FakeMessage]]:
     """The workload as the bench's topics hold it, cut into polls."""
     workload = generate(spec)
     offsets: dict[tuple[str, int], Iterator[int]] = {}
@@ -126,7 +97,7 @@ def polls(spec: WorkloadSpec, topics: Topics, partitions: int, batch: int) -> li
             key = event["delivery_id"].encode()
             partition = zlib.crc32(key) % partitions
             offset = next(offsets.setdefault((topic, partition), itertools.count()))
-            messages.append(_Message(topic, partition, offset, key, codec.encode(event)))
+            messages.append(FakeMessage(topic, partition, offset, key, codec.encode(event)))
     return [messages[i : i + batch] for i in range(0, len(messages), batch)]
 
 

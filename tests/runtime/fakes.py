@@ -24,7 +24,7 @@ from consumer.state.memory import MemoryStore
 NOW_S = 1_767_225_600.0  # 2026-01-01: the fixed wall clock of in-process runs
 
 
-@dataclass
+@dataclass(slots=True)  # bench/cpu.py holds a whole workload of them
 class FakeMessage:
     _topic: str
     _partition: int
