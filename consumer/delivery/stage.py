@@ -249,7 +249,7 @@ class DeliveryStage(ChangelogStage):
         if owner is None:
             return None
         runtime, delivery = owner
-        value = _committed(runtime.store, records.message_key(delivery_id, message_id))
+        value = runtime.store.read_one(records.message_key(delivery_id, message_id))
         return None if value is None else (delivery, records.decode_message(value))
 
     def _owner_of(self, delivery_id: str) -> tuple[PartitionRuntime, DeliveryState] | None:
@@ -259,16 +259,10 @@ class DeliveryStage(ChangelogStage):
             runtimes = list(self.runtimes.values())
         key = records.delivery_key(delivery_id)
         for runtime in runtimes:
-            value = _committed(runtime.store, key)
+            value = runtime.store.read_one(key)
             if value is not None:
                 return runtime, records.decode_delivery(value)
         return None
-
-
-def _committed(store: PartitionStore, key: bytes) -> bytes | None:
-    """A key's committed value: the store is written after each commit, and read_range is safe from HTTP threads."""
-    rows = store.read_range(key, key, 1)
-    return rows[0][1] if rows and rows[0][0] == key else None
 
 
 def find_delivery_stage(stages: Iterable[object]) -> DeliveryStage | None:

@@ -248,21 +248,15 @@ class QuarantineStage(ChangelogStage):
             partitions = list(self._partitions.values())
         for work in partitions:
             try:
-                value = _committed(work.store, key)
+                value = work.store.read_one(key)
                 if value is None:
                     continue
-                clock = _committed(work.store, CLOCK)
+                clock = work.store.read_one(CLOCK)
             except StoreError:  # the partition moved away meanwhile
                 continue
             state, _ = decode_address(address, value, self.limits.history_size)
             return status_record(state, 0 if clock is None else int(clock), self.rules)
         return None
-
-
-def _committed(store: PartitionStore, key: bytes) -> bytes | None:
-    """A key's committed value: the store is written after each commit, and read_range is safe from HTTP threads."""
-    rows = store.read_range(key, key, 1)
-    return rows[0][1] if rows and rows[0][0] == key else None
 
 
 def find_quarantine_stage(stages: Iterable[object]) -> QuarantineStage | None:

@@ -36,6 +36,12 @@ class PartitionStore(ABC):
         """Up to `limit` (key, value) pairs with the prefix and key >= start, in key order. Safe to call from
         another thread than the writer's (the Deployment view's pages); StoreError once the store is closed."""
 
+    def read_one(self, key: bytes) -> bytes | None:
+        """A key's value through read_range, so safe from another thread than the writer's (the stages' HTTP read
+        paths, which want the committed state a store holds: it is written after each commit)."""
+        rows = self.read_range(key, key, 1)
+        return rows[0][1] if rows and rows[0][0] == key else None
+
     @abstractmethod
     def write(self, changes: Changes, offsets: Mapping[str, int]) -> None: ...
 
