@@ -13,7 +13,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -200,14 +200,25 @@ def state_entry(key: bytes) -> tuple[str, dict[str, str]]:
     raise ValueError(f"not a state key: {text(key)}")
 
 
-def changelog_decoder(record: Record) -> Decoded:
-    try:
-        kind, ids = state_entry(record.key or b"")
-        value = None if record.value is None else STATE_VALUES[kind](record.value)
-    except Exception as exc:  # a key or value of no known layout
-        raw = record.key if record.value is None else record.value
-        return Decoded("state", "changelog", error=f"{type(exc).__name__}: {exc}", raw=raw)
-    return Decoded(kind, "changelog", {"kind": kind, **ids, "tombstone": record.value is None, "state": value})
+def state_decoder(
+    entry: Callable[[bytes], tuple[str, dict[str, Any]]], values: Mapping[str, Callable[[bytes], Any]], name: str
+) -> Callable[[Record], Decoded]:
+    """A stage changelog's decoder, from its key layout (`entry`: the kind of a key and what it holds) and how each
+    kind's value reads; a record of no known layout is shown raw, with why, under `name`."""
+
+    def decode(record: Record) -> Decoded:
+        try:
+            kind, held = entry(record.key or b"")
+            value = None if record.value is None else values[kind](record.value)
+        except Exception as exc:  # a key or value of no known layout
+            raw = record.key if record.value is None else record.value
+            return Decoded(name, "changelog", error=f"{type(exc).__name__}: {exc}", raw=raw)
+        return Decoded(kind, "changelog", {"kind": kind, **held, "tombstone": record.value is None, "state": value})
+
+    return decode
+
+
+changelog_decoder = state_decoder(state_entry, STATE_VALUES, "state")
 
 
 # -- the quarantine changelog: keys and values of consumer/quarantine/state_codec.py ----------------------------------
@@ -237,15 +248,7 @@ QUARANTINE_VALUES: dict[str, Callable[[bytes], Any]] = {
 }
 
 
-def quarantine_changelog_decoder(record: Record) -> Decoded:
-    try:
-        kind, held = quarantine_entry(record.key or b"")
-        value = None if record.value is None else QUARANTINE_VALUES[kind](record.value)
-    except Exception as exc:  # a key or value of no known layout
-        raw = record.key if record.value is None else record.value
-        return Decoded("quarantine-state", "changelog", error=f"{type(exc).__name__}: {exc}", raw=raw)
-    body = {"kind": kind, **held, "tombstone": record.value is None, "state": value}
-    return Decoded(kind, "changelog", body)
+quarantine_changelog_decoder = state_decoder(quarantine_entry, QUARANTINE_VALUES, "quarantine-state")
 
 
 class Decoders:
