@@ -126,19 +126,34 @@ class StageRunner:
         self._checkpointer = Checkpointer(producer, consumer, self.stage, self._metrics, s.commit_interval_s, self._log)
 
     def step(self, timeout_s: float) -> None:
-        """One turn of the loop: poll, process, checkpoint when due, serve the producer's callbacks."""
+        """One turn of the loop: poll, process, checkpoint when due or when the input went quiet with work in hand,
+        serve the producer's callbacks."""
         self._beat("poll")
-        # A poll waits for a full batch until its timeout: it must not hold back a checkpoint that falls due meanwhile
-        # (every output of the interval would wait with it).
-        messages = self._consumer.consume(self._settings.batch_size, min(timeout_s, self._checkpointer.until_due()))
+        messages = self._poll(timeout_s)
         if messages:
             self._beat("process")
             self.process(messages)
         self._past_markers()
-        if self._checkpointer.due():
+        # Input quiet for a whole poll: the work in hand need not wait out the interval (the end of a burst shows at
+        # once). A busy input never leaves a poll empty, so it keeps the interval's batching.
+        if self._checkpointer.due() or (not messages and self._work_in_hand()):
             self._beat("checkpoint")
             self.checkpoint()
         self._producer.poll()
+
+    def _poll(self, timeout_s: float) -> list[Message]:
+        """Up to a batch of what is already fetched; if nothing is, the first record to come within the timeout and
+        what is fetched by then. Waiting for a full batch would hold each record back until the batch fills, and the
+        wait ends at the next checkpoint at the latest (every output of the interval would wait with it)."""
+        size = self._settings.batch_size
+        messages = self._consumer.consume(size, 0)
+        if messages:
+            return messages
+        first = self._consumer.consume(1, min(timeout_s, self._checkpointer.until_due()))
+        return first + self._consumer.consume(size - 1, 0) if first else first
+
+    def _work_in_hand(self) -> bool:
+        return any(work.consumed for work in self.works.values())
 
     def close(self) -> None:
         """Leave the group (after a last checkpoint unless the run failed) and close the clients."""

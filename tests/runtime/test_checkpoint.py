@@ -118,29 +118,72 @@ def test_a_lost_partition_is_dropped_without_a_commit(calls):
 
 
 class PollingConsumer(FakeConsumer):
-    """Answers polls with nothing and keeps how long each was allowed to wait."""
+    """Answers polls from a queue of fetched records (more arrive with `arrive`) and keeps each poll's size and wait."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.timeouts: list[float] = []
+        self.polls: list[tuple[int, float]] = []
+        self.fetched: list = []
+        self._arriving: list[list] = []  # what comes in while a poll waits, one entry per wait
 
-    def consume(self, _count: int, timeout: float) -> list:
-        self.timeouts.append(timeout)
-        return []
+    def arrive(self, records: list) -> None:
+        self._arriving.append(records)
+
+    def consume(self, count: int, timeout: float) -> list:
+        self.polls.append((count, timeout))
+        if timeout > 0 and not self.fetched and self._arriving:
+            self.fetched = list(self._arriving.pop(0))
+        batch, self.fetched = self.fetched[:count], self.fetched[count:]
+        return batch
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         return [TopicPartition(tp.topic, tp.partition, -1) for tp in partitions]
 
 
-def test_a_poll_waits_no_longer_than_until_the_next_checkpoint_is_due(monkeypatch):
-    now = [1_000.0]
+def polling(monkeypatch, now: list[float]) -> tuple[LoopDriver, PollingConsumer, list]:
+    """A driver whose checkpointer runs on the clock `now` (its interval, 1 s, starts at now[0]); the checkpoints it
+    runs are recorded, not run."""
     monkeypatch.setattr("consumer.runtime.checkpoint.time.monotonic", lambda: now[0])
-    driver = LoopDriver(partitions=1)  # its checkpointer's interval (1 s) starts now
+    driver = LoopDriver(partitions=1)
     consumer = PollingConsumer()
     driver.runner.attach(driver.producer, consumer)  # type: ignore[arg-type]
-    checkpoints = []
+    checkpoints: list[float] = []
     monkeypatch.setattr(driver.runner, "checkpoint", lambda: checkpoints.append(now[0]))
+    return driver, consumer, checkpoints
+
+
+def test_a_poll_waits_no_longer_than_until_the_next_checkpoint_is_due(monkeypatch):
+    now = [1_000.0]
+    driver, consumer, checkpoints = polling(monkeypatch, now)
     for now[0] in (1_000.5, 1_000.95, 1_001.25):
         driver.runner.step(0.1)
-    assert consumer.timeouts == [0.1, pytest.approx(0.05), 0.0]
-    assert checkpoints == [1_001.25]  # the one poll that found it due ran it
+    assert [timeout for count, timeout in consumer.polls if count == 1] == [0.1, pytest.approx(0.05), 0.0]
+    assert checkpoints == [1_001.25]  # nothing in hand: only the poll that found it due ran one
+
+
+def test_a_poll_takes_what_is_fetched_at_once_and_otherwise_waits_for_the_first_record_only(monkeypatch):
+    driver, consumer, _ = polling(monkeypatch, [1_000.0])
+    size = driver.settings.batch_size
+    consumer.fetched = [prepare(driver, f"d{i}") for i in range(size + 2)]
+    consumer.arrive([prepare(driver, f"e{i}") for i in range(3)])
+    driver.runner.step(0.1)  # a full batch was there: no wait
+    driver.runner.step(0.1)  # two were left: taken, no wait for more
+    driver.runner.step(0.1)  # none: wait for one, then take what came with it
+    assert consumer.polls == [(size, 0), (size, 0), (size, 0), (1, 0.1), (size - 1, 0)]
+    assert driver.runner.works[0].consumed == {driver.topics.deliveries: size + 5}
+
+
+def test_an_empty_poll_checkpoints_the_work_in_hand_at_once(monkeypatch):
+    now = [1_000.0]
+    driver, consumer, checkpoints = polling(monkeypatch, now)
+    consumer.arrive([prepare(driver, "d")])
+    now[0] = 1_000.1
+    driver.runner.step(0.1)  # a record came: processed, and the interval is not over
+    assert checkpoints == []
+    now[0] = 1_000.2
+    driver.runner.step(0.1)  # nothing came for a whole poll, with work in hand
+    assert checkpoints == [1_000.2]
+    driver.runner.works[0].consumed.clear()  # what the real checkpoint leaves
+    now[0] = 1_000.3
+    driver.runner.step(0.1)  # quiet, and nothing in hand: nothing to checkpoint before the interval is over
+    assert checkpoints == [1_000.2]
