@@ -1,4 +1,5 @@
-"""Avro single-object encoding (spec: C3 01, 8-byte schema fingerprint, body): fastavro reads, writer.py writes.
+"""Avro single-object encoding (spec: C3 01, 8-byte schema fingerprint, body): reader.py and writer.py read and
+write the current schema's bodies, fastavro the rest.
 
 Decoding looks the writer schema up by fingerprint: the current schema decodes directly
 (the fast path); an older writer registered with `register_writer` is resolved against it.
@@ -15,6 +16,7 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from consumer.codec import schemas
 from consumer.codec.errors import DecodeError, UnknownSchema
+from consumer.codec.reader import CorruptField, record_reader
 from consumer.codec.schemas import Schema
 from consumer.codec.writer import record_writer
 
@@ -28,6 +30,7 @@ class AvroCodec:
         self._header = MAGIC + schema.fingerprint
         self._readers: dict[bytes, Schema] = {}  # older writers, by fingerprint
         self._write_body = record_writer(schema.definition)  # None: fastavro writes it
+        self._read_body = record_reader(schema.definition)  # None: fastavro reads it
 
     @classmethod
     def named(cls, name: str) -> AvroCodec:
@@ -52,7 +55,9 @@ class AvroCodec:
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if data and data[:HEADER_SIZE] == self._header:  # the current schema: the hot path
-            return _with_symbols(self._read(data, self.schema.wire), self.schema)
+            if self._read_body is None:
+                return _with_symbols(self._read(data, self.schema.wire), self.schema)
+            return self._read_current(data)
         writer = self._writer_of(data)
         _with_symbols(self._read(data, writer.wire), writer)  # only checks the writer's enum indexes
         return self._read(data, writer.plain, self.schema.plain)
@@ -66,6 +71,16 @@ class AvroCodec:
             raise DecodeError("value", f"corrupt {self.schema.name}: {type(exc).__name__}: {exc}") from None
         if buffer.tell() != len(data):
             raise DecodeError("value", f"{len(data) - buffer.tell()} trailing bytes after the {self.schema.name}")
+        return record
+
+    def _read_current(self, data: bytes) -> dict[str, Any]:
+        assert self._read_body is not None
+        try:
+            record, end = self._read_body(data, HEADER_SIZE)
+        except CorruptField as exc:
+            raise DecodeError(exc.field, f"corrupt {self.schema.name}: {exc.reason}") from None
+        if end != len(data):
+            raise DecodeError("value", f"{len(data) - end} trailing bytes after the {self.schema.name}")
         return record
 
     def _writer_of(self, data: bytes | None) -> Schema:
