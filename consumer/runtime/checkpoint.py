@@ -23,6 +23,8 @@ from consumer.kafka.producer import OutputProducer
 from consumer.ops.metrics import Metrics
 from consumer.runtime.stage import Beat, PartitionWork, Stage
 
+EARLY_FRACTION = 0.1
+
 
 class Checkpointer:
     def __init__(
@@ -50,6 +52,11 @@ class Checkpointer:
     def until_due(self) -> float:
         """Seconds until the next checkpoint is due; 0 once it is."""
         return max(0.0, self._interval_s - (time.monotonic() - self._last))
+
+    def may_run_early(self) -> bool:
+        """Whether a checkpoint before it is due may run now (the input went quiet): not within a tenth of the
+        interval of the last one, so that a trickle of input makes at most ten transactions an interval."""
+        return time.monotonic() - self._last >= self._interval_s * EARLY_FRACTION
 
     def run(self, works: Iterable[PartitionWork], now_ms: int | None, beat: Beat) -> bool:
         """Checkpoint every partition (the stage moves its clock to now_ms first, if given); raises

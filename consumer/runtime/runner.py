@@ -136,7 +136,7 @@ class StageRunner:
         self._past_markers()
         # Input quiet for a whole poll: the work in hand need not wait out the interval (the end of a burst shows at
         # once). A busy input never leaves a poll empty, so it keeps the interval's batching.
-        if self._checkpointer.due() or (not messages and self._work_in_hand()):
+        if self._checkpointer.due() or (not messages and self._work_in_hand() and self._checkpointer.may_run_early()):
             self._beat("checkpoint")
             self.checkpoint()
         self._producer.poll()

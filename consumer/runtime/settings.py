@@ -164,7 +164,12 @@ class Settings:
     efs_default: bool = flag(
         False, name="--efs-default", switch=True, help="EFS for deliveries whose PREPARED does not say"
     )
-    commit_interval_s: float = flag(1.0, name="--commit-interval", parse=float, help="seconds between checkpoints")
+    commit_interval_s: float = flag(
+        1.0,
+        name="--commit-interval",
+        parse=float,
+        help="seconds between checkpoints while input keeps coming (a quiet input checkpoints sooner)",
+    )
     grace_period_s: float = flag(30.0, name="--grace-period", parse=float, help="seconds allowed for a clean stop")
     watchdog_timeout_s: float = flag(  # no progress of the main loop for this long: exit STUCK
         60.0, name="--watchdog-timeout", parse=float, help="seconds without progress before exit 4"

@@ -187,3 +187,17 @@ def test_an_empty_poll_checkpoints_the_work_in_hand_at_once(monkeypatch):
     now[0] = 1_000.3
     driver.runner.step(0.1)  # quiet, and nothing in hand: nothing to checkpoint before the interval is over
     assert checkpoints == [1_000.2]
+
+
+def test_a_quiet_input_checkpoints_early_at_most_ten_times_an_interval(monkeypatch):
+    now = [1_000.0]
+    driver, consumer, checkpoints = polling(monkeypatch, now)
+    consumer.arrive([prepare(driver, "d")])
+    now[0] = 1_000.02
+    driver.runner.step(0.1)  # a record, processed
+    now[0] = 1_000.05
+    driver.runner.step(0.1)  # quiet, work in hand, but within a tenth of the interval of the last checkpoint
+    assert checkpoints == []
+    now[0] = 1_000.1
+    driver.runner.step(0.1)
+    assert checkpoints == [1_000.1]
