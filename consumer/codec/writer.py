@@ -18,8 +18,7 @@ _ZIGZAG_TABLE_SIZE = 1 << 14  # every long whose zigzag varint takes one or two 
 
 
 def _varint(zigzag: int) -> bytes:
-    if zigzag >> 64:  # fastavro refuses what a 64-bit long cannot hold
-        raise OverflowError(f"{zigzag} does not fit an Avro long")
+    """Base-128, low group first, the continuation bit on every byte but the last: the tables' entries."""
     out = bytearray()
     while zigzag > 0x7F:
         out.append((zigzag & 0x7F) | 0x80)
@@ -29,13 +28,27 @@ def _varint(zigzag: int) -> bytes:
 
 
 _SHORT = tuple(_varint(z) for z in range(_ZIGZAG_TABLE_SIZE))
+# The same 14 bits followed by more: both bytes carry the continuation bit. A timestamp is three of these steps
+# instead of seven of the byte loop.
+_CONTINUED = tuple(bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80)) for z in range(_ZIGZAG_TABLE_SIZE))
+
+
+def _long_varint(zigzag: int) -> bytes:
+    if zigzag >> 64:  # fastavro refuses what a 64-bit long cannot hold
+        raise OverflowError(f"{zigzag} does not fit an Avro long")
+    parts = []
+    while zigzag >= _ZIGZAG_TABLE_SIZE:
+        parts.append(_CONTINUED[zigzag & (_ZIGZAG_TABLE_SIZE - 1)])
+        zigzag >>= 14
+    parts.append(_SHORT[zigzag])
+    return b"".join(parts)
 _NULL = b"\x00"  # boolean false, or the empty block that closes a map or an array
 
 
 def write_long(value: int) -> bytes:
     """Avro int and long: zigzag, then base-128 varint."""
     zigzag = (value << 1) ^ (value >> 63)
-    return _SHORT[zigzag] if zigzag < _ZIGZAG_TABLE_SIZE else _varint(zigzag)
+    return _SHORT[zigzag] if zigzag < _ZIGZAG_TABLE_SIZE else _long_varint(zigzag)
 
 
 def write_string(value: str) -> bytes:

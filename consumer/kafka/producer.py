@@ -87,11 +87,8 @@ class OutputProducer:
         headers: Headers | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
-        self._begin()
-        if on_delivery is not None:
-            self._produce(topic, value, key, partition, self._also(on_delivery), headers)
-        else:
-            self._produce(topic, value, key, partition, self._report, headers)
+        callback = self._report if on_delivery is None else self._also(on_delivery)
+        self._send(topic, ((key, value),), partition, headers, callback)
 
     def produce_many(
         self,
@@ -102,10 +99,7 @@ class OutputProducer:
     ) -> None:
         """produce() for each (key, value), all to one partition, with less work per record: the service makes
         one record per status change and per changed state key."""
-        self._begin()
-        produce, callback = self._produce, self._report
-        for key, value in records:
-            produce(topic, value, key, partition, callback, headers)
+        self._send(topic, records, partition, headers, self._report)
 
     @property
     def _report(self) -> Callable[[KafkaError | None, Message], None] | None:
@@ -117,23 +111,26 @@ class OutputProducer:
             self._producer.begin_transaction()
             self._in_transaction = True
 
-    def _produce(
+    def _send(
         self,
         topic: str,
-        value: bytes | None,
-        key: bytes | None,
+        records: Iterable[tuple[bytes | None, bytes | None]],
         partition: int,
-        callback: Callable[[KafkaError | None, Message], None] | None,
         headers: Headers | None,
+        callback: Callable[[KafkaError | None, Message], None] | None,
     ) -> None:
-        # Positional arguments: confluent-kafka parses keywords at about twice the cost of the call itself.
-        try:
-            if headers is None:
-                self._producer.produce(topic, value, key, partition, callback)
-            else:
-                self._producer.produce(topic, value, key, partition, callback, headers=headers)
-        except BufferError:
-            produce_waiting(self._producer, topic, value, key, partition, on_delivery=callback, headers=headers)
+        self._begin()
+        produce = self._producer.produce
+        # The client's own call in the loop, with positional arguments: confluent-kafka parses keywords at about
+        # twice the cost of the call itself, and a Python frame per record cost 0.15 us.
+        for key, value in records:
+            try:
+                if headers is None:
+                    produce(topic, value, key, partition, callback)
+                else:
+                    produce(topic, value, key, partition, callback, headers=headers)
+            except BufferError:
+                produce_waiting(self._producer, topic, value, key, partition, on_delivery=callback, headers=headers)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         # A record purged from a failed transaction: the commit raises the transaction's own error, the telling one
