@@ -42,6 +42,8 @@ def _long_varint(zigzag: int) -> bytes:
         zigzag >>= 14
     parts.append(_SHORT[zigzag])
     return b"".join(parts)
+
+
 _NULL = b"\x00"  # boolean false, or the empty block that closes a map or an array
 
 
