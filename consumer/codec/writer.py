@@ -9,8 +9,10 @@ records of every schema), in a fraction of the time. Any other schema gets None,
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from consumer.codec.compile import Spec, compile_record
 
 Write = Callable[[Any], bytes]
 
@@ -83,108 +85,67 @@ _PRIMITIVES: dict[str, Write] = {
 
 def record_writer(definition: Mapping[str, Any]) -> Write | None:
     """A function writing a record of this schema's body, logical types written as their underlying type (the codec's
-    `plain` schema); None if the schema has a type this module does not write (fixed, a union of two non-null types,
-    a recursive record)."""
-    return _record(definition, _Names(definition.get("namespace")))
+    `plain` schema); None if the schema has a type this module does not write (compile.py says which)."""
+    return compile_record(definition, _Writers())
 
 
-def _record(definition: Mapping[str, Any], names: _Names) -> Write | None:
-    fields = []
-    for spec in definition["fields"]:
-        write = _writer(spec["type"], names)
-        if write is None:
-            return None
+class _Writers:
+    """How each kind of type is written: compile.py puts them together in a schema's shape."""
+
+    primitives = _PRIMITIVES
+
+    def record(self, fields: Sequence[tuple[Spec, Write]]) -> Write:
         # As fastavro: a missing field takes its default, or null if it may be null.
-        optional = "default" in spec or (isinstance(spec["type"], list) and "null" in spec["type"])
-        fields.append((spec["name"], optional, spec.get("default"), write))
+        written = [
+            (spec["name"], "default" in spec or _nullable(spec["type"]), spec.get("default"), write)
+            for spec, write in fields
+        ]
 
-    def write_record(record: Mapping[str, Any]) -> bytes:
-        # A missing field that has no default is an error (KeyError), as in fastavro (ValueError).
-        return b"".join(
-            [
-                write(record.get(name, default) if optional else record[name])
-                for name, optional, default, write in fields
-            ]
-        )
+        def write_record(record: Mapping[str, Any]) -> bytes:
+            # A missing field that has no default is an error (KeyError), as in fastavro (ValueError).
+            return b"".join(
+                [
+                    write(record.get(name, default) if optional else record[name])
+                    for name, optional, default, write in written
+                ]
+            )
 
-    return write_record
+        return write_record
 
+    def enum(self, symbols: tuple[str, ...]) -> Write:
+        index = {symbol: write_long(i) for i, symbol in enumerate(symbols)}
 
-class _Names:
-    """The enums and records a schema has named so far, by short and full name (later fields may refer to them)."""
+        def write_enum(value: str) -> bytes:
+            try:
+                return index[value]
+            except KeyError:
+                raise ValueError(f"{value!r} is not a symbol of {list(symbols)}") from None
 
-    def __init__(self, namespace: str | None) -> None:
-        self._namespace = namespace
-        self._writers: dict[str, Write] = {}
+        return write_enum
 
-    def add(self, definition: Mapping[str, Any], write: Write) -> Write:
-        name = definition["name"]
-        namespace = definition.get("namespace", self._namespace)
-        self._writers[name.rpartition(".")[2]] = write
-        self._writers[name if "." in name or not namespace else f"{namespace}.{name}"] = write
-        return write
+    def null_union(self, null_index: int, write: Write) -> Write:
+        """The branch index, then the value."""
+        null_branch, value_branch = write_long(null_index), write_long(1 - null_index)
 
-    def get(self, name: str) -> Write | None:
-        return self._writers.get(name)
+        def write_union(value: Any) -> bytes:
+            return null_branch if value is None else value_branch + write(value)
 
+        return write_union
 
-def _writer(avro_type: Any, names: _Names) -> Write | None:
-    if isinstance(avro_type, str):
-        return _PRIMITIVES.get(avro_type) or names.get(avro_type)
-    if isinstance(avro_type, list):
-        return _null_union(avro_type, names)
-    kind = avro_type.get("type")
-    if kind == "enum":
-        return names.add(avro_type, _enum(avro_type["symbols"]))
-    if kind == "record":  # named once its fields are written: a record that contains itself is refused
-        write_record = _record(avro_type, names)
-        return None if write_record is None else names.add(avro_type, write_record)
-    if kind in ("map", "array"):
-        items = _writer(avro_type["values" if kind == "map" else "items"], names)
-        return None if items is None else _blocks(items, kind == "map")
-    if isinstance(kind, str) and kind in _PRIMITIVES:  # a logical type, written as its underlying type
-        return _PRIMITIVES[kind]
-    return None
+    def blocks(self, write_item: Write, keyed: bool) -> Write:
+        """A map or an array as fastavro writes it: one block of every item, then the empty block."""
 
+        def write_block(values: Any) -> bytes:
+            if not values:
+                return _NULL
+            if keyed:
+                parts = [write_string(key) + write_item(value) for key, value in values.items()]
+            else:
+                parts = [write_item(value) for value in values]
+            return write_long(len(parts)) + b"".join(parts) + _NULL
 
-def _enum(symbols: list[str]) -> Write:
-    index = {symbol: write_long(i) for i, symbol in enumerate(symbols)}
-
-    def write_enum(value: str) -> bytes:
-        try:
-            return index[value]
-        except KeyError:
-            raise ValueError(f"{value!r} is not a symbol of {symbols}") from None
-
-    return write_enum
+        return write_block
 
 
-def _null_union(branches: list[Any], names: _Names) -> Write | None:
-    """["null", T] or [T, "null"]: the branch index, then the value."""
-    if len(branches) != 2 or "null" not in branches:
-        return None
-    null_index = branches.index("null")
-    write = _writer(branches[1 - null_index], names)
-    if write is None:
-        return None
-    null_branch, value_branch = write_long(null_index), write_long(1 - null_index)
-
-    def write_union(value: Any) -> bytes:
-        return null_branch if value is None else value_branch + write(value)
-
-    return write_union
-
-
-def _blocks(write_item: Write, keyed: bool) -> Write:
-    """A map or an array as fastavro writes it: one block of every item, then the empty block."""
-
-    def write_block(values: Any) -> bytes:
-        if not values:
-            return _NULL
-        if keyed:
-            parts = [write_string(key) + write_item(value) for key, value in values.items()]
-        else:
-            parts = [write_item(value) for value in values]
-        return write_long(len(parts)) + b"".join(parts) + _NULL
-
-    return write_block
+def _nullable(avro_type: Any) -> bool:
+    return isinstance(avro_type, list) and "null" in avro_type
