@@ -5,7 +5,8 @@ of primitives, enums, null unions, maps and arrays is read here by one small fun
 fastavro (the codec's tests compare them on generated records of every schema, and on corrupted bytes), logical types
 read as their underlying type (the codec's `plain` schema). Stricter than fastavro where fastavro accepts what no
 writer makes: an enum index outside the symbols, a union branch other than 0 or 1 (fastavro takes -1 as the last), a
-boolean byte other than 0 or 1, a long beyond 64 bits, a negative length. Any other schema gets None, and the codec
+boolean byte other than 0 or 1, a long beyond 64 bits, a negative length, a block count beyond the bytes left (a
+10-byte count of -2**63 is an empty block to fastavro). Any other schema gets None, and the codec
 keeps fastavro.
 
 Every function takes (data, position) and returns (value, next position); a record's reader raises CorruptField,
