@@ -56,6 +56,10 @@ def main() -> int:
     started = time.time()
     env = {**os.environ, "SENDTRACK_FIGURES": str(figures), "SENDTRACK_TEST_BROKER": args.broker}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
+    # A failure's details (the assertion, the instance's log) are in pytest's output, not in the report: kept.
+    output = Path(tempfile.mkstemp(prefix="reliability-", suffix=".txt")[1])
+    output.write_text(done.stdout + done.stderr)
+    print(f"pytest's output: {output}", file=sys.stderr)
     lines = [json.loads(line) for line in figures.read_text().splitlines() if line.strip()]
     summary = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     summary.append(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "(no pytest output)")
